@@ -1,0 +1,145 @@
+"""``[tool.pipeline]`` from pyproject.toml: loaded as a plain mapping for Invoke's config (so
+``INVOKE_DOCKER_*`` variables and flags override it), then validated into typed settings."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.errors import ConfigError
+
+LatestPolicy = Literal["branch", "release", "never"]
+LATEST_POLICIES: tuple[str, ...] = ("branch", "release", "never")
+
+
+def load_pyproject(path: Path) -> dict[str, Any]:
+    """The whole pyproject.toml as a dict; a missing file is an empty project."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})", hint="fix the file") from exc
+
+
+def invoke_defaults(pyproject: Mapping[str, Any]) -> dict[str, Any]:
+    """The mapping Invoke's ``docker`` config starts from: ``[tool.pipeline]`` plus the project
+    metadata that becomes image labels. Every key here can be overridden by ``INVOKE_DOCKER_*``."""
+    project = pyproject.get("project", {})
+    section = dict(pyproject.get("tool", {}).get("pipeline", {}))
+    license_ = project.get("license", "")
+    if isinstance(license_, Mapping):
+        license_ = license_.get("text", "")
+    section.setdefault("title", project.get("name", ""))
+    section.setdefault("description", project.get("description", ""))
+    section.setdefault("licenses", license_)
+    return section
+
+
+@dataclass(frozen=True)
+class TagPolicy:
+    """Which tags an event gets; see ``pipeline.versioning``."""
+
+    default_branch: str = "main"
+    latest: LatestPolicy = "branch"
+    sha_length: int = 7
+    prefix_v: bool = True
+    major: bool = True
+    minor: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated pipeline settings."""
+
+    image: str = "ghcr.io/acme/api-gateway"
+    platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64")
+    dockerfile: str = "docker/Dockerfile"
+    context: str = "."
+    record: str = "build/image.toml"
+    cache_dir: str = "build/cache"
+    source: str = ""
+    url: str = ""
+    title: str = ""
+    description: str = ""
+    licenses: str = ""
+    tags: TagPolicy = field(default_factory=TagPolicy)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Settings:
+        """Validate a (possibly env-overridden) mapping; unknown keys are kept in ``extra``."""
+        data = dict(data)
+        tags_raw = dict(data.pop("tags", {}) or {})
+        known = {f for f in cls.__dataclass_fields__ if f not in ("tags", "extra")}
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in known:
+                values[key] = value
+            else:
+                extra[key] = value
+        for key in ("image", "dockerfile", "context", "record", "cache_dir"):
+            if key in values and (not isinstance(values[key], str) or not values[key].strip()):
+                raise ConfigError(f"[tool.pipeline] {key}: must be a non-empty string")
+        if "platforms" in values:
+            values["platforms"] = _platforms(values["platforms"])
+        return cls(**values, tags=_tag_policy(tags_raw), extra=extra)
+
+
+def _platforms(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    platforms = tuple(str(p).strip() for p in items if str(p).strip())
+    for platform in platforms:
+        parts = platform.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ConfigError(
+                f"[tool.pipeline] platforms: {platform!r} is not OS/ARCH[/VARIANT]",
+                hint="use e.g. linux/amd64",
+            )
+    return platforms
+
+
+def _tag_policy(raw: Mapping[str, Any]) -> TagPolicy:
+    unknown = set(raw) - set(TagPolicy.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"[tool.pipeline.tags] unknown key {sorted(unknown)[0]!r}")
+    latest = raw.get("latest", "branch")
+    if latest not in LATEST_POLICIES:
+        raise ConfigError(
+            f"[tool.pipeline.tags] latest: {latest!r} is not one of {', '.join(LATEST_POLICIES)}"
+        )
+    sha_length = _int(raw.get("sha_length", 7), "sha_length")
+    if not 4 <= sha_length <= 40:
+        raise ConfigError("[tool.pipeline.tags] sha_length: must be between 4 and 40")
+    return TagPolicy(
+        default_branch=str(raw.get("default_branch", "main")),
+        latest=latest,
+        sha_length=sha_length,
+        prefix_v=_bool(raw.get("prefix_v", True), "prefix_v"),
+        major=_bool(raw.get("major", True), "major"),
+        minor=_bool(raw.get("minor", True), "minor"),
+    )
+
+
+def _int(value: Any, key: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"[tool.pipeline.tags] {key}: {value!r} is not an integer") from None
+
+
+def _bool(value: Any, key: str) -> bool:
+    """Booleans as TOML gives them, or as strings from INVOKE_* variables."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"[tool.pipeline.tags] {key}: {value!r} is not a boolean")

@@ -1,0 +1,246 @@
+"""Who, what and where a build is: built once at the edge, from GitHub's environment or from the
+local git checkout, then passed down. Nothing below this module reads ``os.environ`` or git."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ContextError, UsageError
+
+EVENTS = ("push", "pull_request", "pull_request_target", "workflow_dispatch", "schedule", "local")
+_SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
+_PR_REF = re.compile(r"^refs/pull/(\d+)/(?:merge|head)$")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """The facts the tags and labels are computed from.
+
+    ``ref`` is a full git ref (``refs/heads/main``, ``refs/tags/v1.2.3``, ``refs/pull/42/merge``);
+    ``event`` is GitHub's event name, or ``local`` for a build outside GitHub Actions.
+    """
+
+    event: str
+    ref: str
+    sha: str
+    pr_number: int | None = None
+    pr_head_sha: str | None = None
+    default_branch: str | None = None
+    dirty: bool = False
+    commit_time: int | None = None
+    source: str = ""
+
+    @property
+    def branch(self) -> str | None:
+        return self.ref.removeprefix("refs/heads/") if self.ref.startswith("refs/heads/") else None
+
+    @property
+    def tag(self) -> str | None:
+        return self.ref.removeprefix("refs/tags/") if self.ref.startswith("refs/tags/") else None
+
+    @property
+    def is_pull_request(self) -> bool:
+        return self.event in ("pull_request", "pull_request_target")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> BuildContext:
+        """From GitHub Actions' variables and the event payload at ``GITHUB_EVENT_PATH``."""
+        event = environ.get("GITHUB_EVENT_NAME", "")
+        ref = environ.get("GITHUB_REF", "")
+        sha = environ.get("GITHUB_SHA", "")
+        if not event or not sha:
+            raise ContextError(
+                "GITHUB_EVENT_NAME and GITHUB_SHA are not set",
+                hint="run inside GitHub Actions, or pass --event, --ref and --sha",
+            )
+        payload = _read_payload(environ.get("GITHUB_EVENT_PATH", ""))
+        pull = payload.get("pull_request") or {}
+        pr_number = pull.get("number") or payload.get("number")
+        if pr_number is None and (match := _PR_REF.match(ref)):
+            pr_number = int(match.group(1))
+        head_sha = (pull.get("head") or {}).get("sha")
+        repo = payload.get("repository") or {}
+        commit_time = _iso_to_epoch((payload.get("head_commit") or {}).get("timestamp"))
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com")
+        repository = environ.get("GITHUB_REPOSITORY", "")
+        return cls(
+            event=event,
+            ref=ref,
+            sha=sha,
+            pr_number=int(pr_number) if pr_number is not None else None,
+            pr_head_sha=head_sha,
+            default_branch=repo.get("default_branch"),
+            commit_time=commit_time,
+            source=f"{server}/{repository}" if repository else "",
+        )
+
+    @classmethod
+    def from_git(cls, path: Path) -> BuildContext:
+        """From the local checkout: branch, HEAD, dirtiness and commit time."""
+        sha = _git(path, "rev-parse", "HEAD")
+        if sha is None:
+            raise ContextError(
+                f"{path} is not a git checkout with a commit",
+                hint="run inside the repository, or pass --ref and --sha",
+            )
+        branch = _git(path, "symbolic-ref", "--short", "-q", "HEAD")
+        status = _git(path, "status", "--porcelain") or ""
+        time = _git(path, "show", "-s", "--format=%ct", "HEAD")
+        return cls(
+            event="local",
+            ref=f"refs/heads/{branch}" if branch else "",
+            sha=sha,
+            dirty=bool(status.strip()),
+            commit_time=int(time) if time and time.isdigit() else None,
+            source=_remote_url(path),
+        )
+
+    def override(
+        self,
+        *,
+        event: str | None = None,
+        ref: str | None = None,
+        sha: str | None = None,
+        pr: int | None = None,
+        default_branch: str | None = None,
+    ) -> BuildContext:
+        """This context with command-line flags applied; flags describe a CI event, not a local
+        build, so ``--ref`` or ``--pr`` without ``--event`` imply ``push`` or ``pull_request``."""
+        changes: dict[str, Any] = {}
+        if ref is not None:
+            changes["ref"] = normalize_ref(ref)
+        if sha is not None:
+            changes["sha"] = check_sha(sha)
+            changes["dirty"] = False
+        if pr is not None:
+            if pr <= 0:
+                raise UsageError(f"--pr {pr}: a pull request number is a positive integer")
+            changes["pr_number"] = pr
+            changes["ref"] = changes.get("ref") or f"refs/pull/{pr}/merge"
+            changes["pr_head_sha"] = changes.get("sha") or self.sha
+        if default_branch is not None:
+            changes["default_branch"] = default_branch
+        if event is not None:
+            if event not in EVENTS:
+                raise UsageError(f"--event {event!r}: expected one of {', '.join(EVENTS)}")
+            changes["event"] = event
+        elif pr is not None:
+            changes["event"] = "pull_request"
+        elif ref is not None and self.event == "local":
+            changes["event"] = "push"
+        new = replace(self, **changes)
+        if new.event != "local":
+            new = replace(new, dirty=False)
+        if new.is_pull_request and new.pr_number is None:
+            raise UsageError("a pull_request event needs a number: pass --pr N")
+        if new.is_pull_request and new.pr_head_sha is None:
+            new = replace(new, pr_head_sha=new.sha)
+        return new
+
+
+def from_flags(
+    *, event: str | None, ref: str | None, sha: str | None, pr: int | None
+) -> BuildContext:
+    """A context made of flags alone, for use outside any git checkout."""
+    if sha is None:
+        raise ContextError(
+            "not in a git checkout and no --sha given",
+            hint="run inside the repository, or pass --ref and --sha (and --event, --pr)",
+        )
+    base = BuildContext(event=event or "push", ref="", sha=check_sha(sha))
+    return base.override(event=event, ref=ref, pr=pr)
+
+
+def normalize_ref(ref: str) -> str:
+    """``refs/...`` stays as is; a short name is a branch."""
+    ref = ref.strip()
+    if not ref:
+        raise UsageError("--ref is empty: pass refs/heads/NAME, refs/tags/vX.Y.Z or a branch name")
+    return ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+
+
+def check_sha(sha: str) -> str:
+    if not _SHA.match(sha):
+        raise UsageError(f"--sha {sha!r}: expected a hex commit id of at least 7 digits")
+    return sha.lower()
+
+
+def _read_payload(path: str) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ContextError(f"GITHUB_EVENT_PATH {path}: cannot read the event payload ({exc})")
+    return data if isinstance(data, dict) else {}
+
+
+def _iso_to_epoch(value: Any) -> int | None:
+    from datetime import datetime
+
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+def _git(path: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _remote_url(path: Path) -> str:
+    url = _git(path, "remote", "get-url", "origin") or ""
+    if url.startswith("git@") and ":" in url:
+        host, _, repo = url[4:].partition(":")
+        url = f"https://{host}/{repo}"
+    return url.removesuffix(".git")
+
+
+def resolve(
+    environ: Mapping[str, str],
+    cwd: Path,
+    *,
+    event: str | None = None,
+    ref: str | None = None,
+    sha: str | None = None,
+    pr: int | None = None,
+    default_branch: str | None = None,
+) -> BuildContext:
+    """The edge: GitHub's environment in Actions, else the local checkout, else flags alone;
+    then the flags, then ``SOURCE_DATE_EPOCH``."""
+    if environ.get("GITHUB_ACTIONS") == "true":
+        context = BuildContext.from_env(environ)
+    else:
+        try:
+            context = BuildContext.from_git(cwd)
+        except ContextError:
+            if sha is None and ref is None and pr is None and event is None:
+                raise
+            context = from_flags(event=event, ref=ref, sha=sha, pr=pr)
+    context = context.override(
+        event=event, ref=ref, sha=sha, pr=pr, default_branch=default_branch
+    )
+    epoch = environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        if not epoch.isdigit():
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r}: expected seconds since 1970")
+        context = replace(context, commit_time=int(epoch))
+    elif context.commit_time is None:
+        time = _git(cwd, "show", "-s", "--format=%ct", context.sha)
+        if time and time.isdigit():
+            context = replace(context, commit_time=int(time))
+    return context

@@ -1,0 +1,26 @@
+"""GitHub Actions' files: step outputs and the step summary. Paths come from the edge."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def write_outputs(path: Path, outputs: Mapping[str, str]) -> None:
+    """Append ``name=value`` lines (heredoc form for multi-line values) to ``$GITHUB_OUTPUT``."""
+    lines = []
+    for name, value in outputs.items():
+        if "\n" in value:
+            delimiter = f"EOF_{secrets.token_hex(8)}"
+            lines.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+        else:
+            lines.append(f"{name}={value}\n")
+    with path.open("a", encoding="utf-8") as fh:
+        fh.writelines(lines)
+
+
+def append_summary(path: Path, markdown: str) -> None:
+    """Append Markdown to ``$GITHUB_STEP_SUMMARY``."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(markdown.rstrip("\n") + "\n")

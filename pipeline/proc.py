@@ -1,0 +1,63 @@
+"""Running external commands: argv lists only, never shell strings. Failures become
+``CommandError`` carrying the command and its stderr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pipeline.errors import CommandError
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    error: type[CommandError] = CommandError,
+    what: str = "",
+    hint: str = "",
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv``, capture its output, and raise ``error`` if it fails. ``input`` goes to
+    stdin: the way secrets reach a command (never argv)."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            input=input,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise error(
+            f"{argv[0]} is not installed", argv=argv, hint=hint or f"install {argv[0]}"
+        ) from None
+    except subprocess.TimeoutExpired as exc:
+        raise error(
+            f"{what or argv[0]} timed out after {timeout:g}s", argv=argv, hint=hint
+        ) from exc
+    if done.returncode != 0:
+        raise error(
+            f"{what or ' '.join(argv[:2])} failed with exit code {done.returncode}",
+            argv=argv,
+            returncode=done.returncode,
+            stderr=done.stderr or done.stdout,
+            hint=hint,
+        )
+    return done
+
+
+def stream(argv: Sequence[str], *, cwd: Path | None = None) -> int:
+    """Run ``argv`` with its output going straight to the terminal; return its exit code."""
+    sys.stdout.flush()
+    try:
+        return subprocess.run(list(argv), cwd=cwd, check=False).returncode
+    except FileNotFoundError:
+        raise CommandError(f"{argv[0]} is not installed", argv=argv) from None
