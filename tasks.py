@@ -26,7 +26,7 @@ from pipeline.errors import PipelineError
 ROOT = Path(__file__).resolve().parent
 
 
-# --- edge helpers -------------------------------------------------------------------------------
+# --- edge helpers ---
 
 
 @contextmanager
@@ -56,7 +56,7 @@ def _defaults() -> dict[str, Any]:
     return section
 
 
-# --- docker -------------------------------------------------------------------------------------
+# --- docker ---
 
 
 @task(
@@ -133,15 +133,33 @@ def tags(
 
 docker = Collection("docker")
 docker.add_task(tags)
-docker.configure({"docker": _defaults()})
+
+# --- docker: build and test (docker.build, docker.test) ---
+
+# --- docker: scan (docker.scan, docker.rescan) ---
+
+# --- docker: registry (docker.push, docker.sign, docker.promote, docker.rollback, docker.prune,
+# docker.publish, docker.outdated) ---
+
+# --- deploy and report (deploy.*, report) ---
+
+deploy = Collection("deploy")
+
+# --- lint (lint.actions, lint.dockerfile) ---
+
+lint = Collection("lint")
+
+# --- bench (bench.gateway, bench.build) ---
+
+bench = Collection("bench")
 
 
-# --- checks ---------------------------------------------------------------------------------------
+# --- checks ---
 
 
 @task(
     help={
-        "engine": "run the tests that need Docker and the registry (default: yes; CI requires them)",
+        "engine": "run the tests that need Docker and the registry (CI requires them)",
         "k": "only tests matching this pytest -k expression",
         "path": "test file or directory (default: tests/)",
         "lint": "run ruff and mypy first (default: yes)",
@@ -173,7 +191,12 @@ def test(
                 raise Exit(f"error: {' '.join(argv[2:4])} failed (exit code {code})", code=code)
 
 
+# --- the namespace ---
+
 ns = Collection()
 ns.add_collection(docker)
+ns.add_collection(deploy)
+ns.add_collection(lint)
+ns.add_collection(bench)
 ns.add_task(test)
 ns.configure({"docker": _defaults()})

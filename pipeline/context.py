@@ -177,7 +177,7 @@ def _read_payload(path: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ContextError(f"GITHUB_EVENT_PATH {path}: cannot read the event payload ({exc})")
+        raise ContextError(f"GITHUB_EVENT_PATH {path}: cannot read the payload ({exc})") from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -231,9 +231,7 @@ def resolve(
             if sha is None and ref is None and pr is None and event is None:
                 raise
             context = from_flags(event=event, ref=ref, sha=sha, pr=pr)
-    context = context.override(
-        event=event, ref=ref, sha=sha, pr=pr, default_branch=default_branch
-    )
+    context = context.override(event=event, ref=ref, sha=sha, pr=pr, default_branch=default_branch)
     epoch = environ.get("SOURCE_DATE_EPOCH", "").strip()
     if epoch:
         if not epoch.isdigit():
