@@ -1,0 +1,67 @@
+"""[tool.pipeline] is loaded for Invoke and validated into typed settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, TagPolicy, invoke_defaults, load_pyproject
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_projects_own_settings_load_and_validate() -> None:
+    defaults = invoke_defaults(load_pyproject(ROOT / "pyproject.toml"))
+    settings = Settings.from_mapping(defaults)
+    assert settings.image == "ghcr.io/acme/api-gateway"
+    assert settings.platforms == ("linux/amd64", "linux/arm64")
+    assert settings.tags == TagPolicy()
+    assert (settings.title, settings.licenses) == ("api-gateway", "Apache-2.0")
+
+
+def test_platforms_may_come_as_a_comma_string_from_an_invoke_variable() -> None:
+    settings = Settings.from_mapping({"platforms": "linux/amd64, linux/arm64/v8"})
+    assert settings.platforms == ("linux/amd64", "linux/arm64/v8")
+
+
+def test_string_booleans_from_variables_are_read_as_meant() -> None:
+    settings = Settings.from_mapping({"tags": {"prefix_v": "false", "major": "1"}})
+    assert (settings.tags.prefix_v, settings.tags.major) == (False, True)
+
+
+def test_unknown_keys_are_kept_for_other_modules() -> None:
+    assert Settings.from_mapping({"base_image": "python:3.11-slim"}).extra == {
+        "base_image": "python:3.11-slim"
+    }
+
+
+def test_a_missing_pyproject_is_an_empty_project(tmp_path: Path) -> None:
+    assert load_pyproject(tmp_path / "pyproject.toml") == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"platforms": ["amd64"]}, "[tool.pipeline] platforms: 'amd64' is not OS/ARCH[/VARIANT]"),
+        ({"image": ""}, "[tool.pipeline] image: must be a non-empty string"),
+        ({"tags": {"latest": "always"}}, "[tool.pipeline.tags] latest: 'always' is not one of"),
+        ({"tags": {"sha_length": 2}}, "[tool.pipeline.tags] sha_length: must be between 4 and 40"),
+        ({"tags": {"sha_length": "x"}}, "[tool.pipeline.tags] sha_length: 'x' is not an integer"),
+        ({"tags": {"colour": 1}}, "[tool.pipeline.tags] unknown key 'colour'"),
+        ({"tags": {"major": "maybe"}}, "[tool.pipeline.tags] major: 'maybe' is not a boolean"),
+    ],
+)
+def test_bad_settings_are_one_line_config_errors(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping(data)
+    assert caught.value.one_line().startswith(message)
+    assert caught.value.exit_code == 2
+
+
+def test_an_invalid_pyproject_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "pyproject.toml"
+    bad.write_text("[tool.pipeline\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_pyproject(bad)
