@@ -1,0 +1,251 @@
+"""The local environment: ``docker/compose.yaml`` (the gateway in front of a sample upstream)
+under one compose project name, so ``down`` removes exactly what ``up`` started."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import EngineError, PipelineError, UsageError
+from pipeline.proc import run
+
+PROJECT = "api-gateway-local"
+GATEWAY = "gateway"
+UPSTREAM = "upstream"
+CONTAINER_PORT = 8080
+#: What ``down`` needs to interpolate the file when no image is known (it finds the containers
+#: by the project label; the value is never run).
+UNUSED_IMAGE = "unused.invalid/down:only"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?+-][^}]*)?\}")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+Runner = Callable[..., Any]
+
+
+class LocalEnvError(EngineError):
+    """The local environment did not come up healthy, or did not answer through the gateway."""
+
+
+def parse_env(text: str, *, source: str = ".env") -> dict[str, str]:
+    """``KEY=VALUE`` lines as compose reads them: ``#`` comments, blank lines, optional
+    ``export``, single or double quotes around the value; anything else is an error."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise UsageError(f"{source}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of an env file; a missing file has none."""
+    try:
+        return parse_env(path.read_text(encoding="utf-8"), source=str(path))
+    except FileNotFoundError:
+        return {}
+
+
+def compose_variables(text: str) -> set[str]:
+    """Every ``${VAR...}`` the compose file interpolates."""
+    return set(_VARIABLE.findall(text))
+
+
+def check_project(name: str) -> str:
+    if not _PROJECT.match(name):
+        raise UsageError(
+            f"--project {name!r}: lower-case letters, digits, '-' and '_' only",
+            hint="e.g. api-gateway-local",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One compose project: its name, file and the variables it interpolates."""
+
+    project: str
+    file: Path
+    variables: Mapping[str, str]
+    environ: Mapping[str, str]
+
+    def argv(self, *args: str) -> list[str]:
+        return ["docker", "compose", "-p", self.project, "-f", str(self.file), *args]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The process environment for compose: the caller's, then the stack's variables (the
+        shell environment wins over env files in compose, so these are final)."""
+        return {**self.environ, **self.variables}
+
+
+@dataclass(frozen=True)
+class Answer:
+    url: str
+    status: int
+    body: dict[str, Any]
+
+
+def up(stack: Stack, *, wait_s: int = 120, runner: Runner = run) -> None:
+    """Build the upstream, start both services and wait until they are healthy. A stack that
+    does not come up is taken down again (nothing half-started); the error carries the end of
+    its logs."""
+    try:
+        runner(
+            stack.argv("up", "--detach", "--build", "--wait", "--wait-timeout", str(wait_s)),
+            env=stack.env,
+            error=LocalEnvError,
+            what=f"docker compose up ({stack.project})",
+            timeout=wait_s + 600,
+        )
+    except PipelineError as exc:
+        logs = ""
+        with contextlib.suppress(PipelineError):
+            logs = runner(
+                stack.argv("logs", "--no-color", "--tail", "20"), env=stack.env, timeout=60
+            ).stdout
+        down(stack, runner=runner)
+        detail = _last_lines(logs, 5)
+        raise LocalEnvError(
+            f"{exc.one_line()}" + (f"; last log lines: {detail}" if detail else ""),
+            hint="fix the cause, then `invoke deploy.local` again (the stack was removed)",
+        ) from None
+
+
+def published_url(stack: Stack, *, runner: Runner = run) -> str:
+    """``http://HOST:PORT`` where the gateway's container port is published."""
+    done = runner(
+        stack.argv("port", GATEWAY, str(CONTAINER_PORT)),
+        env=stack.env,
+        error=LocalEnvError,
+        what="docker compose port",
+        timeout=60,
+    )
+    address = str(done.stdout).strip().splitlines()[0] if str(done.stdout).strip() else ""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise LocalEnvError(f"the gateway publishes no port (docker compose port: {address!r})")
+    if host in ("0.0.0.0", "", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def request(url: str, *, attempts: int = 10, delay_s: float = 0.5, timeout_s: float = 5) -> Answer:
+    """GET ``url``; retried briefly while the gateway warms up. Returns the status and the JSON
+    body (the sample upstream echoes what it received)."""
+    last = ""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                raw = response.read()
+                status = int(response.status)
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = {"raw": raw.decode("utf-8", "replace")[:200]}
+            if not isinstance(body, dict):
+                body = {"raw": body}
+            return Answer(url=url, status=status, body=body)
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+            if exc.code not in (502, 503, 504):
+                break
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        if attempt + 1 < attempts:
+            time.sleep(delay_s)
+    raise LocalEnvError(f"no answer through the gateway at {url} ({last})")
+
+
+def logs(stack: Stack, service: str, *, runner: Runner = run) -> str:
+    done = runner(
+        stack.argv("logs", "--no-color", "--no-log-prefix", service),
+        env=stack.env,
+        error=LocalEnvError,
+        timeout=60,
+    )
+    return str(done.stdout)
+
+
+def down(stack: Stack, *, runner: Runner = run) -> None:
+    """Remove the project's containers, networks, volumes and the images it built."""
+    runner(
+        stack.argv("down", "--volumes", "--remove-orphans", "--rmi", "local", "--timeout", "20"),
+        env=stack.env,
+        error=EngineError,
+        what=f"docker compose down ({stack.project})",
+        timeout=180,
+    )
+
+
+def leftovers(project: str, *, runner: Runner = run) -> list[str]:
+    """Containers, networks and volumes still labelled with the compose project."""
+    label = f"label=com.docker.compose.project={project}"
+    found: list[str] = []
+    for kind, argv in (
+        ("container", ["docker", "ps", "-a", "--filter", label, "--format", "{{.Names}}"]),
+        ("network", ["docker", "network", "ls", "--filter", label, "--format", "{{.Name}}"]),
+        ("volume", ["docker", "volume", "ls", "--filter", label, "--format", "{{.Name}}"]),
+    ):
+        done = runner(argv, error=EngineError, timeout=60)
+        found += [f"{kind} {name}" for name in str(done.stdout).split() if name]
+    return found
+
+
+def image_present(ref: str, *, runner: Runner = run) -> bool:
+    """Whether the local image store has ``ref``."""
+    try:
+        runner(["docker", "image", "inspect", "--format", "{{.Id}}", ref], timeout=60)
+    except PipelineError as exc:
+        if getattr(exc, "returncode", None) is None:
+            raise
+        return False
+    return True
+
+
+def _last_lines(text: str, count: int) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:])
+
+
+def variables_for(
+    *,
+    image: str,
+    env_file: Mapping[str, str],
+    overrides: Mapping[str, str],
+    documented: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The stack's variables: ``.env.local``, then flags, and the image as resolved by the
+    caller. Unknown keys (not in ``documented``) are refused, so a typo is not silently
+    ignored."""
+    values = {**env_file, **{k: v for k, v in overrides.items() if v != ""}}
+    if image:
+        values["GATEWAY_IMAGE"] = image
+    if documented is not None:
+        unknown = sorted(k for k in set(values) - set(documented) if not k.startswith("COMPOSE_"))
+        if unknown:
+            raise UsageError(
+                f"unknown variable {unknown[0]} for the local environment",
+                hint="see .env.example for the variables docker/compose.yaml uses",
+            )
+    return values
