@@ -1,0 +1,512 @@
+"""Throughput benchmark of the gateway against nginx and a plain Python proxy, with wrk.
+
+Every target proxies to the same upstream (nginx returning a small fixed body when
+nginx is installed, else a small uvloop/asyncio server) on 127.0.0.1:
+
+* ``gateway-1w`` / ``gateway-2w``: ``python -m gateway`` with 1 and 2 workers, through a
+  route with API-key auth, a (non-throttling) rate limit and metrics; access log off;
+* ``nginx-proxy``: nginx as a reverse proxy with upstream keep-alive;
+* ``python-aiohttp`` (only when aiohttp is importable) and ``python-asyncio`` (stdlib
+  asyncio streams with keep-alive to the upstream): the plain Python proxy baselines;
+* an optional extra URL (for example the gateway in its container).
+
+Figures are printed, never asserted.  ``run()`` kills every process it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key"
+API_KEY_SHA256 = hashlib.sha256(API_KEY.encode()).hexdigest()
+BODY = "hello, world\n"
+MINIMAL_NOTE = "stdlib asyncio streams; minimal: no XFF/request id/chunked"
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    url: str
+    requests_per_sec: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # socket errors plus non-2xx/3xx responses
+    note: str = ""
+    cpu_us_per_request: float = float("nan")  # CPU (user+sys) of the proxy's processes
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, timeout: float = 15.0, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=2) as response:
+                response.read()
+                return
+        except Exception as exc:  # not up yet
+            last = exc
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+class Processes:
+    """Processes started by the benchmark; all are stopped by ``stop_all``."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: Sequence[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+        self.procs.clear()
+
+
+def _nginx_conf(workdir: Path, server: str) -> Path:
+    conf = workdir / f"nginx-{abs(hash(server))}.conf"
+    conf.write_text(
+        textwrap.dedent(
+            f"""\
+            daemon off;
+            master_process off;
+            worker_processes 1;
+            pid {workdir}/nginx-{abs(hash(server))}.pid;
+            error_log {workdir}/nginx-error.log error;
+            events {{ worker_connections 4096; }}
+            http {{
+              access_log off;
+              client_body_temp_path {workdir}/body;
+              proxy_temp_path {workdir}/proxy;
+              fastcgi_temp_path {workdir}/fastcgi;
+              uwsgi_temp_path {workdir}/uwsgi;
+              scgi_temp_path {workdir}/scgi;
+              keepalive_requests 1000000;
+              {server}
+            }}
+            """
+        )
+    )
+    return conf
+
+
+PY_UPSTREAM = """
+import asyncio, sys
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+BODY = sys.argv[2].encode()
+RESPONSE = (b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\n"
+            b"Content-Length: %d\\r\\n\\r\\n%b" % (len(BODY), BODY))
+class P(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t = t
+        self.buf = b""
+    def data_received(self, data):
+        self.buf += data
+        n = self.buf.count(b"\\r\\n\\r\\n")
+        if n:
+            self.buf = self.buf[self.buf.rfind(b"\\r\\n\\r\\n") + 4:]
+            self.t.write(RESPONSE * n)
+async def main():
+    server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+(uvloop.run if uvloop else asyncio.run)(main())
+"""
+
+PY_ASYNCIO_PROXY = """
+import asyncio, sys
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+UP_HOST, UP_PORT = "127.0.0.1", int(sys.argv[2])
+HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"trailer",
+       b"proxy-connection", b"proxy-authorization", b"proxy-authenticate"}
+async def read_message(reader):
+    head = await reader.readuntil(b"\\r\\n\\r\\n")
+    lines = head.split(b"\\r\\n")
+    length = 0
+    kept = []
+    for line in lines[1:-2]:
+        name, _, value = line.partition(b":")
+        lname = name.strip().lower()
+        if lname == b"content-length":
+            length = int(value)
+        if lname not in HOP and lname != b"content-length":
+            kept.append(line)
+    body = await reader.readexactly(length) if length else b""
+    return lines[0], kept, body
+async def handle(reader, writer):
+    up_reader = up_writer = None
+    try:
+        while True:
+            try:
+                first, headers, body = await read_message(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if up_writer is None:
+                up_reader, up_writer = await asyncio.open_connection(UP_HOST, UP_PORT)
+            up_writer.write(b"\\r\\n".join([first, *headers, b"Content-Length: %d" % len(body)])
+                            + b"\\r\\n\\r\\n" + body)
+            status, rheaders, rbody = await read_message(up_reader)
+            writer.write(b"\\r\\n".join([status, *rheaders, b"Content-Length: %d" % len(rbody)])
+                         + b"\\r\\n\\r\\n" + rbody)
+            await writer.drain()
+    finally:
+        writer.close()
+        if up_writer is not None:
+            up_writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    await server.serve_forever()
+(uvloop.run if uvloop else asyncio.run)(main())
+"""
+
+PY_AIOHTTP_PROXY = """
+import sys
+import aiohttp
+from aiohttp import web
+UPSTREAM = "http://127.0.0.1:%s" % sys.argv[2]
+HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer", "host",
+       "content-length", "proxy-connection"}
+async def on_startup(app):
+    app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+async def on_cleanup(app):
+    await app["session"].close()
+async def proxy(request):
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+    body = await request.read()
+    async with request.app["session"].request(
+        request.method, UPSTREAM + request.path_qs, headers=headers, data=body or None
+    ) as up:
+        data = await up.read()
+        rheaders = {k: v for k, v in up.headers.items() if k.lower() not in HOP}
+        return web.Response(status=up.status, headers=rheaders, body=data)
+app = web.Application()
+app.on_startup.append(on_startup)
+app.on_cleanup.append(on_cleanup)
+app.router.add_route("*", "/{tail:.*}", proxy)
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def gateway_config(workdir: Path, port: int, upstream_port: int) -> Path:
+    path = workdir / f"gateway-{port}.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            [server]
+            host = "127.0.0.1"
+            port = {port}
+            access_log = false
+
+            [api_keys]
+            bench = "{API_KEY_SHA256}"
+
+            [[routes]]
+            name = "bench"
+            path = "/"
+            upstream = {{ targets = ["http://127.0.0.1:{upstream_port}"] }}
+            auth = {{ keys = ["bench"] }}
+            rate_limit = {{ rate = 1e9, burst = 1000000000 }}
+            """
+        )
+    )
+    return path
+
+
+# -- wrk -----------------------------------------------------------------------------
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, errors) from ``wrk --latency`` output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sock = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return (
+        float(rps.group(1)) if rps else 0.0,
+        _ms(p50.group(1)) if p50 else float("nan"),
+        _ms(p99.group(1)) if p99 else float("nan"),
+        errors,
+    )
+
+
+def _tree(pid: int) -> list[int]:
+    pids = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                pids.extend(_tree(int(child)))
+    except OSError:
+        pass
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of ``pid`` and its descendants (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def wrk(
+    label: str,
+    url: str,
+    seconds: float,
+    connections: int,
+    note: str = "",
+    pid: int | None = None,
+) -> Result:
+    """Run wrk against ``url``; with ``pid``, also the CPU that process tree used per request."""
+    argv = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-H",
+        f"X-API-Key: {API_KEY}",
+        url,
+    ]
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + 30, check=False
+        )
+        output = done.stdout
+    except subprocess.TimeoutExpired:
+        return Result(label, url, 0.0, float("nan"), float("nan"), -1, "wrk timed out")
+    cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
+    rps, p50, p99, errors = parse_wrk(output)
+    total = re.search(r"(\d+) requests in", output)
+    count = int(total.group(1)) if total else 0
+    per_request = cpu / count * 1e6 if count and pid else float("nan")
+    return Result(label, url, rps, p50, p99, errors, note, per_request)
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        yield Path(tmp)
+
+
+def run(
+    seconds: float = 5,
+    connections: int = 64,
+    extra_url: str | None = None,
+    extra_label: str = "extra",
+) -> list[Result]:
+    """Benchmark every target for ``seconds`` each with ``connections`` connections.
+
+    ``extra_url`` (optional) is measured too, under ``extra_label``: it must accept the
+    benchmark's API key (``X-API-Key: bench-key``) if it checks keys.
+    """
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
+    nginx = shutil.which("nginx")
+    procs = Processes()
+    results: list[Result] = []
+    python = sys.executable
+    with _workdir() as workdir:
+        try:
+            up_port = free_port()
+            if nginx:
+                server = (
+                    f"server {{ listen 127.0.0.1:{up_port}; "
+                    f'location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }} }}'
+                )
+                procs.start([nginx, "-c", str(_nginx_conf(workdir, server)), "-e", "stderr"])
+                upstream_note = "upstream: nginx"
+            else:
+                procs.start([python, "-c", PY_UPSTREAM, str(up_port), BODY])
+                upstream_note = "upstream: python"
+            wait_http(f"http://127.0.0.1:{up_port}/")
+
+            for workers in (1, 2):
+                port = free_port()
+                cfg = gateway_config(workdir, port, up_port)
+                argv = [python, "-m", "gateway", "--config", str(cfg), "--workers", str(workers)]
+                proc = procs.start(argv, cwd=ROOT)
+                wait_http(f"http://127.0.0.1:{port}/healthz")
+                url = f"http://127.0.0.1:{port}/"
+                results.append(
+                    wrk(f"gateway-{workers}w", url, seconds, connections, upstream_note, proc.pid)
+                )
+                procs.stop(proc)
+
+            if nginx:
+                port = free_port()
+                server = (
+                    f"upstream up {{ server 127.0.0.1:{up_port}; keepalive 128; }} "
+                    f"server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; "
+                    'proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+                )
+                proc = procs.start([nginx, "-c", str(_nginx_conf(workdir, server)), "-e", "stderr"])
+                wait_http(f"http://127.0.0.1:{port}/")
+                url = f"http://127.0.0.1:{port}/"
+                results.append(wrk("nginx-proxy", url, seconds, connections, pid=proc.pid))
+                procs.stop(proc)
+
+            baselines = [("python-asyncio", PY_ASYNCIO_PROXY, MINIMAL_NOTE)]
+            if importlib.util.find_spec("aiohttp") is not None:
+                baselines.insert(0, ("python-aiohttp", PY_AIOHTTP_PROXY, "aiohttp server+client"))
+            for label, code, note in baselines:
+                port = free_port()
+                proc = procs.start([python, "-c", code, str(port), str(up_port)])
+                wait_http(f"http://127.0.0.1:{port}/")
+                url = f"http://127.0.0.1:{port}/"
+                results.append(wrk(label, url, seconds, connections, note, pid=proc.pid))
+                procs.stop(proc)
+
+            if extra_url:
+                results.append(wrk(extra_label, extra_url, seconds, connections))
+        finally:
+            procs.stop_all()
+    return results
+
+
+def _find(results: Sequence[Result], label: str) -> Result | None:
+    return next((r for r in results if r.label == label and r.requests_per_sec > 0), None)
+
+
+def ratios(
+    results: Sequence[Result], extra_label: str | None = None
+) -> list[tuple[str, float | None]]:
+    g1 = _find(results, "gateway-1w")
+    g2 = _find(results, "gateway-2w")
+    ngx = _find(results, "nginx-proxy")
+    pythons = [r for r in results if r.label.startswith("python-") and r.requests_per_sec > 0]
+    best_py = max(pythons, key=lambda r: r.requests_per_sec) if pythons else None
+
+    def ratio(a: Result | None, b: Result | None) -> float | None:
+        return a.requests_per_sec / b.requests_per_sec if a and b else None
+
+    out = [
+        (f"gateway-1w / best python ({best_py.label if best_py else '-'})", ratio(g1, best_py)),
+    ]
+    for r in pythons:
+        if r is not best_py:
+            out.append((f"gateway-1w / {r.label}", ratio(g1, r)))
+    out += [
+        ("gateway-2w / gateway-1w", ratio(g2, g1)),
+        ("gateway-1w / nginx-proxy", ratio(g1, ngx)),
+    ]
+    if extra_label:
+        out.append((f"{extra_label} / gateway-1w", ratio(_find(results, extra_label), g1)))
+    return out
+
+
+def format_table(results: Sequence[Result], extra_label: str | None = None) -> str:
+    lines = [
+        f"{'target':<16} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'cpu us/req':>10}  note"
+    ]
+    for r in results:
+        lines.append(
+            f"{r.label:<16} {r.requests_per_sec:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.errors:>7} {r.cpu_us_per_request:>10.1f}  {r.note}"
+        )
+    lines.append("")
+    for name, value in ratios(results, extra_label):
+        lines.append(f"{name:<44} {'n/a' if value is None else f'{value:.2f}'}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bench_gateway")
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--extra-url")
+    parser.add_argument("--extra-label", default="extra")
+    args = parser.parse_args(argv)
+    results = run(args.seconds, args.connections, args.extra_url, args.extra_label)
+    print(format_table(results, args.extra_label if args.extra_url else None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
