@@ -69,6 +69,9 @@ class Settings:
     licenses: str = ""
     tags: TagPolicy = field(default_factory=TagPolicy)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The image the Dockerfile builds FROM (its ARG BASE_IMAGE): resolved to its digest before
+    # each build and recorded in the image's base.name/base.digest labels.
+    base_image: str = "python:3.11-slim"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Settings:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# One project image per session (``built_image``), shared by every test that needs it.
+pytest_plugins = ["fixtures_image"]
+
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = "127.0.0.1:5000"
 FIXTURES = ROOT.parent / "shared" / "fixtures"

@@ -1,0 +1,734 @@
+"""``docker.build``: flags and settings become a build plan (pure, table-tested), the plan runs
+through ``pipeline.engine`` (buildx via python-on-whales), and the result is the build record,
+``build/image.toml``, that every later task reads instead of recomputing."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import Settings
+from pipeline.context import BuildContext, resolve
+from pipeline.errors import EngineError, UsageError
+from pipeline.record import BuildRecord
+from pipeline.versioning import LABEL, ImageTags, compute_tags
+
+if TYPE_CHECKING:
+    from pipeline.engine import BuilderInfo, DaemonInfo
+
+PROGRESS = ("auto", "plain", "tty", "quiet")
+CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
+CA_SECRET_ID = "ca"
+BASE_ARG = "BASE_IMAGE"
+DOCKER_HUB = "docker.io"
+CONTEXT_LIMIT = 1_000_000
+_UNITS = {"B": 1, "kB": 1000, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**20, "GB": 10**9}
+
+
+def image_tags(
+    environ: Mapping[str, str],
+    cwd: Path,
+    settings: Settings,
+    *,
+    event: str | None = None,
+    ref: str | None = None,
+    sha: str | None = None,
+    pr: int | None = None,
+    default_branch: str | None = None,
+    released: Iterable[str] = (),
+) -> tuple[BuildContext, ImageTags]:
+    """The build context, and the tags, version and labels ``docker.tags`` prints for it:
+    ``pipeline.context.resolve`` then ``pipeline.versioning.compute_tags``."""
+    context = resolve(
+        environ, cwd, event=event, ref=ref, sha=sha, pr=pr, default_branch=default_branch
+    )
+    return context, compute_tags(context, settings, released)
+
+
+# --- the plan (pure) ---
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The flags of ``docker.build``."""
+
+    platforms: tuple[str, ...] = ()
+    push: bool = False
+    load: bool = False
+    cache: str | None = None
+    builder: str | None = None
+    target: str | None = None
+    build_args: tuple[str, ...] = ()
+    progress: str = "auto"
+    no_cache: bool = False
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """The base the build used: its name and the index digest it resolved to."""
+
+    name: str
+    digest: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}@{self.digest}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {f"{LABEL}base.name": self.name, f"{LABEL}base.digest": self.digest}
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """``--cache-from`` entries and the ``--cache-to`` entry (None: no export)."""
+
+    imports: tuple[dict[str, str], ...] = ()
+    export: dict[str, str] | None = None
+    kind: str = "none"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything one ``docker buildx build`` call needs, and nothing that is not decided yet."""
+
+    context: Path
+    dockerfile: Path
+    tags: tuple[str, ...]
+    labels: dict[str, str]
+    platforms: tuple[str, ...]
+    build_args: dict[str, str]
+    push: bool
+    load: bool
+    cache: CacheSpec
+    secrets: tuple[str, ...] = ()
+    builder: str | None = None
+    target: str | None = None
+    progress: str = "auto"
+    no_cache: bool = False
+    base: BaseImage | None = None
+
+    @property
+    def provenance(self) -> dict[str, str] | bool:
+        """Pushed images carry max-mode provenance; the local store needs none."""
+        return {"mode": "max"} if self.push else False
+
+    def buildx_options(self) -> dict[str, Any]:
+        """Keyword arguments of python-on-whales' ``docker.buildx.build`` (without context,
+        progress and metadata file, which the engine adds)."""
+        options: dict[str, Any] = {
+            "file": str(self.dockerfile),
+            "tags": list(self.tags),
+            "labels": dict(self.labels),
+            "platforms": list(self.platforms),
+            "build_args": dict(self.build_args),
+            "push": self.push,
+            "load": self.load,
+            "provenance": self.provenance,
+            "sbom": False,
+            "secrets": list(self.secrets),
+            "cache": not self.no_cache,
+        }
+        if self.cache.imports:
+            options["cache_from"] = [dict(entry) for entry in self.cache.imports]
+        if self.cache.export is not None:
+            options["cache_to"] = dict(self.cache.export)
+        if self.builder:
+            options["builder"] = self.builder
+        if self.target:
+            options["target"] = self.target
+        return options
+
+
+def plan_build(
+    *,
+    root: Path,
+    settings: Settings,
+    tags: ImageTags,
+    options: BuildOptions,
+    environ: Mapping[str, str],
+    host_platform: str,
+    base: BaseImage | None,
+) -> BuildPlan:
+    """Flags, settings, tags and the environment's facts become a plan; bad input is a
+    ``UsageError`` before anything runs."""
+    if options.progress not in PROGRESS:
+        raise UsageError(f"--progress {options.progress!r}: expected one of {', '.join(PROGRESS)}")
+    dockerfile = (root / settings.dockerfile).resolve()
+    context = (root / settings.context).resolve()
+    build_args = parse_build_args(options.build_args)
+    if BASE_ARG in build_args:
+        raise UsageError(
+            f"--build-arg {BASE_ARG}: the base is a setting, resolved to a digest per build",
+            hint="set [tool.pipeline] base_image",
+        )
+    labels = dict(tags.labels)
+    if base is not None:
+        build_args[BASE_ARG] = base.reference
+        labels.update(base.labels)
+    push = options.push
+    load = options.load or not options.push
+    platforms = choose_platforms(options.platforms, settings, environ, host_platform)
+    return BuildPlan(
+        context=context,
+        dockerfile=dockerfile,
+        tags=tags.tags,
+        labels=labels,
+        platforms=platforms,
+        build_args=build_args,
+        push=push,
+        load=load,
+        cache=cache_spec(
+            options.cache, cache_dir=root / settings.cache_dir, environ=environ, platforms=platforms
+        ),
+        secrets=ca_secrets(environ),
+        builder=options.builder or None,
+        target=options.target or None,
+        progress=options.progress,
+        no_cache=options.no_cache,
+        base=base,
+    )
+
+
+def choose_platforms(
+    requested: Sequence[str], settings: Settings, environ: Mapping[str, str], host: str
+) -> tuple[str, ...]:
+    """``--platform`` values (repeatable, or comma-separated); else every platform of
+    ``[tool.pipeline] platforms`` in GitHub Actions; else the host's."""
+    items = [p.strip() for value in requested for p in value.split(",") if p.strip()]
+    if not items:
+        if environ.get("GITHUB_ACTIONS") == "true":
+            return settings.platforms
+        return (host,)
+    for platform in items:
+        parts = platform.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(
+                f"--platform {platform!r}: expected OS/ARCH[/VARIANT], e.g. linux/arm64"
+            )
+    return tuple(dict.fromkeys(items))
+
+
+def parse_build_args(items: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings (``KEY`` alone is an error, not an inherited variable)."""
+    args: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UsageError(f"--build-arg {item!r}: expected KEY=VALUE")
+        args[key] = value
+    return args
+
+
+def cache_spec(
+    value: str | None,
+    *,
+    cache_dir: Path,
+    environ: Mapping[str, str],
+    platforms: Sequence[str] = (),
+) -> CacheSpec:
+    """Where layers are cached between builds.
+
+    default: GitHub's cache when its runtime variables are set (a job in Actions), else the
+    local directory ``cache_dir``; ``gha`` or ``gha:SCOPE``; ``registry:REF``; ``local:DIR``
+    or a path; ``none``. GitHub's cache has one scope per platform (``linux-amd64``), so
+    per-platform jobs do not overwrite each other and a multi-platform build reads them all.
+    """
+    text = (value or "").strip()
+    if not text:
+        gha = environ.get("ACTIONS_RUNTIME_TOKEN") and environ.get("ACTIONS_CACHE_URL")
+        text = "gha" if gha else f"local:{cache_dir}"
+    if text in ("none", "off"):
+        return CacheSpec()
+    if text == "gha" or text.startswith("gha:"):
+        scope = text.removeprefix("gha").removeprefix(":").strip()
+        per_platform = [p.replace("/", "-") for p in platforms] or ["buildkit"]
+        scopes = [scope] if scope else per_platform
+        imports = tuple({"type": "gha", "scope": s} for s in scopes)
+        export = {"type": "gha", "scope": "+".join(scopes), "mode": "max"}
+        return CacheSpec(imports, export, "gha")
+    if text.startswith("registry:"):
+        ref = text.removeprefix("registry:").strip()
+        if not ref or " " in ref:
+            raise UsageError(f"--cache {text!r}: expected registry:HOST/REPO:TAG")
+        return CacheSpec(
+            ({"type": "registry", "ref": ref},),
+            {"type": "registry", "ref": ref, "mode": "max"},
+            "registry",
+        )
+    if text.startswith("type="):
+        raise UsageError(
+            f"--cache {text!r}: expected a directory, registry:REF, gha or none",
+        )
+    directory = Path(text.removeprefix("local:")).expanduser()
+    if not str(directory):
+        raise UsageError("--cache local: needs a directory")
+    directory = directory.resolve()
+    imports = (
+        ({"type": "local", "src": str(directory)},) if (directory / "index.json").exists() else ()
+    )
+    return CacheSpec(imports, {"type": "local", "dest": str(directory), "mode": "max"}, "local")
+
+
+def ca_bundle(environ: Mapping[str, str]) -> Path | None:
+    """The host's CA bundle (``SSL_CERT_FILE``, ``PIP_CERT`` or ``REQUESTS_CA_BUNDLE``)."""
+    for name in CA_VARIABLES:
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        path = Path(value)
+        if not path.is_file():
+            raise UsageError(f"{name}={value}: no such file", hint=f"unset {name} or fix its path")
+        return path
+    return None
+
+
+def ca_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The CA bundle as a BuildKit secret (mounted only while a RUN step needs it)."""
+    bundle = ca_bundle(environ)
+    return (f"id={CA_SECRET_ID},src={bundle}",) if bundle is not None else ()
+
+
+def qualified_name(name: str) -> str:
+    """``python:3.11-slim`` -> ``docker.io/library/python:3.11-slim`` (the base.name label)."""
+    name = name.strip()
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return name
+    if not rest:
+        return f"{DOCKER_HUB}/library/{name}"
+    return f"{DOCKER_HUB}/{name}"
+
+
+def mirror_reference(name: str, mirrors: Sequence[str]) -> str:
+    """Where the digest of a Docker Hub ``name`` is read: the daemon's first mirror (the
+    build resolves Docker Hub names through it), else the name itself."""
+    full = qualified_name(name)
+    if not full.startswith(f"{DOCKER_HUB}/") or not mirrors:
+        return full
+    host = re.sub(r"^[a-z]+://", "", mirrors[0]).rstrip("/")
+    return f"{host}/{full.removeprefix(DOCKER_HUB + '/')}"
+
+
+def platform_supported(platform: str, available: Sequence[str]) -> bool:
+    """Whether a builder listing ``available`` builds ``platform`` (arm64 == arm64/v8)."""
+
+    def norm(p: str) -> str:
+        return p.removesuffix("/v8") if p.startswith("linux/arm64") else p
+
+    return norm(platform) in {norm(a) for a in available}
+
+
+def load_problem(
+    platforms: Sequence[str], driver: str, containerd_store: bool, builder: str
+) -> str | None:
+    """Why loading ``platforms`` into the local store cannot work, or None."""
+    if len(platforms) < 2:
+        return None
+    if driver == "docker" and containerd_store:
+        return None
+    store = "the classic image store" if driver == "docker" else f"the {driver} driver"
+    return (
+        f"builder {builder} ({store}) cannot load {len(platforms)} platforms into the local store"
+    )
+
+
+# --- reading buildx's plain progress (pure) ---
+
+_STEP = re.compile(r"^#(\d+) \[([^\]]+)\] (.*)$")
+_TRANSFER = re.compile(r"transferring context: ([\d.]+)\s*([kKMG]i?B|B)")
+
+
+@dataclass
+class Progress:
+    """What the plain progress output says: steps, cached steps, context bytes sent."""
+
+    steps: dict[str, str] = field(default_factory=dict)
+    cached: set[str] = field(default_factory=set)
+    context_bytes: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.steps)
+
+    @property
+    def cached_steps(self) -> int:
+        return len(self.cached & set(self.steps))
+
+
+def read_progress(lines: Iterable[str]) -> Progress:
+    """Dockerfile steps are vertices named ``[stage n/m] ...`` (not ``[internal]`` ones, and
+    not ``FROM``, which is resolved rather than run or cached); a cached one prints
+    ``#N CACHED``; the build context vertex prints its transfer size."""
+    progress = Progress()
+    internal: dict[str, str] = {}
+    for raw in lines:
+        line = raw.rstrip()
+        match = _STEP.match(line)
+        if match:
+            vertex, where, what = match.groups()
+            if where == "internal":
+                internal[vertex] = what
+            elif re.search(r"\b\d+/\d+$", where) and not what.startswith("FROM "):
+                progress.steps.setdefault(vertex, f"[{where}] {what}")
+            continue
+        vertex, _, rest = line.removeprefix("#").partition(" ")
+        if rest == "CACHED":
+            progress.cached.add(vertex)
+        elif rest.startswith("ERROR") or line.startswith("ERROR"):
+            progress.errors.append(line)
+        if internal.get(vertex) == "load build context":
+            size = _TRANSFER.search(rest)
+            if size:
+                progress.context_bytes = int(float(size[1]) * _UNITS[size[2]])
+    return progress
+
+
+def display(progress: str) -> Callable[[str], None] | None:
+    """How build output reaches the terminal: every line (plain), step names (auto/tty),
+    nothing (quiet)."""
+    if progress == "quiet":
+        return None
+    if progress == "plain":
+        return lambda line: print(line, flush=True)
+    seen: set[str] = set()
+
+    def show(line: str) -> None:
+        match = _STEP.match(line)
+        if match and match[2] != "internal" and match[1] not in seen:
+            seen.add(match[1])
+            print(f"  {match[2]} {match[3][:100]}", flush=True)
+        elif line.startswith("ERROR") or " ERROR" in line[:12]:
+            print(line, flush=True)
+
+    return show
+
+
+# --- the build context (pure) ---
+
+
+def read_dockerignore(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    patterns = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            patterns.append(line)
+    return patterns
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go filepath.Match plus ``**``) as a regex on slash paths."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1 : end]
+            if body.startswith("^"):
+                body = "!" + body[1:]
+            out.append("[^" + re.escape(body[1:]) + "]" if body.startswith("!") else "[")
+            if not body.startswith("!"):
+                out.append(re.escape(body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + "$")
+
+
+def ignored(path: str, patterns: Sequence[str]) -> bool:
+    """Whether ``path`` (relative, slash-separated) is left out of the context: the last
+    matching pattern wins, ``!`` re-includes, a pattern matching a parent matches the path."""
+    result = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = os.path.normpath(raw[1:] if negate else raw).lstrip("/")
+        if pattern == ".":
+            pattern = "*"
+        regex = _pattern_regex(pattern)
+        if any(regex.match(prefix) for prefix in prefixes):
+            result = not negate
+    return result
+
+
+def context_files(root: Path, patterns: Sequence[str]) -> dict[str, int]:
+    """Files the build context sends, with their sizes."""
+    files: dict[str, int] = {}
+    for directory, dirnames, filenames in os.walk(root):
+        rel_dir = Path(directory).relative_to(root).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        keep = []
+        for name in dirnames:
+            if not _dir_excluded(rel_dir + name, patterns):
+                keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            rel = rel_dir + name
+            if not ignored(rel, patterns):
+                files[rel] = (Path(directory) / name).lstat().st_size
+    return files
+
+
+def _dir_excluded(rel: str, patterns: Sequence[str]) -> bool:
+    """A directory can be skipped when it is ignored and no ``!`` pattern could reach inside."""
+    if not ignored(rel, patterns):
+        return False
+    for raw in patterns:
+        if raw.startswith("!"):
+            inner = raw[1:].lstrip("/")
+            if inner.startswith(rel + "/") or fnmatch.fnmatch(rel, inner.split("/")[0]):
+                return False
+    return True
+
+
+def context_size(root: Path, ignore_file: Path | None = None) -> int:
+    """Bytes of the build context after ``.dockerignore``."""
+    patterns = read_dockerignore(ignore_file or root / ".dockerignore")
+    return sum(context_files(root, patterns).values())
+
+
+def prune_local_cache(directory: Path, older_than: float) -> int:
+    """BuildKit's local cache exporter rewrites ``index.json`` but never deletes a blob, so
+    the directory grows with every build: delete the blobs the index no longer reaches (and
+    only those written before ``older_than``, so a concurrent export keeps its own). Returns
+    the bytes freed."""
+    blobs = directory / "blobs" / "sha256"
+    try:
+        index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    reached: set[str] = set()
+    pending = [str(m.get("digest", "")) for m in index.get("manifests") or []]
+    while pending:
+        digest = pending.pop()
+        name = digest.removeprefix("sha256:")
+        if not name or name in reached:
+            continue
+        reached.add(name)
+        path = blobs / name
+        if path.is_file() and path.stat().st_size < 4 * 1024 * 1024:
+            with path.open("rb") as fh:
+                if fh.read(1) != b"{":
+                    continue  # a layer, not a manifest
+            try:
+                node = json.loads(path.read_bytes())
+            except ValueError:
+                continue
+            if isinstance(node, dict):
+                for key in ("manifests", "layers"):
+                    pending += [str(d.get("digest", "")) for d in node.get(key) or []]
+                if isinstance(node.get("config"), dict):
+                    pending.append(str(node["config"].get("digest", "")))
+    freed = 0
+    for path in blobs.iterdir() if blobs.is_dir() else ():
+        stat = path.stat()
+        if path.name not in reached and stat.st_mtime < older_than:
+            path.unlink()
+            freed += stat.st_size
+    return freed
+
+
+STAMP = "pipeline-inputs.sha256"
+
+
+def inputs_digest(plan: BuildPlan) -> str:
+    """What the layers of a build depend on: the Dockerfile, every file of the context, the
+    build arguments (the base digest among them), the platforms and the target. Equal digests
+    mean a local cache export would write what the directory already holds."""
+    digest = hashlib.sha256()
+    digest.update(plan.dockerfile.read_bytes())
+    files = context_files(plan.context, read_dockerignore(plan.context / ".dockerignore"))
+    for name in sorted(files):
+        digest.update(b"\0" + name.encode() + b"\0")
+        digest.update((plan.context / name).read_bytes())
+    facts = {
+        "build_args": plan.build_args,
+        "platforms": list(plan.platforms),
+        "target": plan.target or "",
+    }
+    digest.update(json.dumps(facts, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def cache_is_current(directory: Path, digest: str) -> bool:
+    """Whether the local cache directory was last exported for exactly these inputs."""
+    try:
+        recorded = (directory / STAMP).read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    return recorded == digest and (directory / "index.json").is_file()
+
+
+# --- running it (I/O through pipeline.engine) ---
+
+
+@dataclass
+class BuildResult:
+    record: BuildRecord
+    plan: BuildPlan
+    progress: Progress
+    lines: list[str]
+
+
+def preflight(
+    plan_options: BuildOptions, settings: Settings, root: Path
+) -> tuple[DaemonInfo, BuilderInfo]:
+    """The checks a user fixes one by one: the Dockerfile, the daemon, buildx, the builder.
+    Returns the daemon's and the builder's facts."""
+    dockerfile = root / settings.dockerfile
+    if not dockerfile.is_file():
+        raise UsageError(
+            f"no Dockerfile at {settings.dockerfile}",
+            hint="create it, or set [tool.pipeline] dockerfile",
+        )
+    from pipeline import engine
+
+    daemon = engine.daemon_info()
+    engine.buildx_version()
+    builder = engine.builder_info(plan_options.builder)
+    return daemon, builder
+
+
+def resolve_base(name: str, mirrors: Sequence[str]) -> BaseImage:
+    """The base's index digest, read from the registry the daemon pulls it from."""
+    from pipeline import engine
+
+    if not name.strip():
+        raise UsageError("[tool.pipeline] base_image: must be a non-empty image name")
+    if "@" in name:
+        bare, _, digest = name.partition("@")
+        return BaseImage(qualified_name(bare), digest)
+    where = mirror_reference(name, mirrors)
+    try:
+        digest = engine.index_digest(where)
+    except EngineError as exc:
+        raise EngineError(
+            f"cannot resolve the base image {name} ({where})",
+            stderr=exc.stderr,
+            hint="check the registry (mirror) that serves it, or set [tool.pipeline] base_image",
+        ) from None
+    return BaseImage(qualified_name(name), digest)
+
+
+def run_build(
+    *,
+    root: Path,
+    settings: Settings,
+    build_context: BuildContext,
+    tags: ImageTags,
+    options: BuildOptions,
+    environ: Mapping[str, str],
+    record_path: Path | None = None,
+) -> BuildResult:
+    """Check the engine, resolve the base, build, measure, and write the build record."""
+    from pipeline import engine
+
+    daemon, builder = preflight(options, settings, root)
+    base = resolve_base(settings.base_image, daemon.mirrors)
+    plan = plan_build(
+        root=root,
+        settings=settings,
+        tags=tags,
+        options=options,
+        environ=environ,
+        host_platform=daemon.platform,
+        base=base,
+    )
+    missing = [p for p in plan.platforms if not platform_supported(p, builder.platforms)]
+    if missing:
+        raise EngineError(
+            f"builder {builder.name} cannot build {', '.join(missing)} "
+            f"(it builds {', '.join(builder.platforms) or 'nothing'})",
+            hint="install QEMU binfmt handlers, use another --builder, or drop that --platform",
+        )
+    if plan.load:
+        problem = load_problem(
+            plan.platforms, builder.driver, daemon.containerd_store, builder.name
+        )
+        if problem:
+            raise EngineError(problem, hint="pass --push, or build a single --platform")
+    stamp: tuple[Path, str] | None = None
+    if plan.cache.export and plan.cache.kind == "local":
+        directory = Path(plan.cache.export["dest"])
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = (directory / STAMP, inputs_digest(plan))
+        if not plan.no_cache and cache_is_current(directory, stamp[1]):
+            plan = replace(plan, cache=replace(plan.cache, export=None))  # nothing new to save
+            stamp = None
+
+    wall = time.time()
+    started = time.monotonic()
+    output = engine.build(plan.context, plan.buildx_options(), on_line=display(plan.progress))
+    duration = time.monotonic() - started
+    if stamp is not None:
+        prune_local_cache(stamp[0].parent, older_than=wall)
+        stamp[0].write_text(stamp[1] + "\n", encoding="utf-8")
+    progress = read_progress(output.lines)
+    digest = str(output.metadata.get("containerimage.digest", ""))
+    reference = plan.tags[0]
+    if plan.push:
+        sizes = engine.registry_sizes(reference)
+    else:
+        sizes = engine.local_sizes(reference, plan.platforms)
+    record = BuildRecord(
+        image=tags.image,
+        version=tags.version,
+        tags=list(tags.tag_names),
+        platforms=list(plan.platforms),
+        immutable=list(tags.immutable),
+        unique=list(tags.unique),
+        latest=tags.latest,
+        labels=dict(plan.labels),
+        digest=digest,
+        loaded=plan.load,
+        pushed=plan.push,
+        revision=build_context.sha,
+        ref=build_context.ref,
+        event=build_context.event,
+        duration_s=round(duration, 2),
+        cached_steps=progress.cached_steps,
+        total_steps=progress.total_steps,
+        sizes=sizes,
+        base_name=base.name,
+        base_digest=base.digest,
+        built_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        extra={
+            "builder": builder.name,
+            "driver": builder.driver,
+            "cache": plan.cache.kind,
+            "target": plan.target or "",
+            "context_bytes": progress.context_bytes or 0,
+            "dockerfile": settings.dockerfile,
+        },
+    )
+    if record_path is not None:
+        record.write(record_path)
+    return BuildResult(record=record, plan=plan, progress=progress, lines=output.lines)
