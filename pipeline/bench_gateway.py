@@ -8,7 +8,8 @@ nginx is installed, else a small uvloop/asyncio server) on 127.0.0.1:
 * ``nginx-proxy``: nginx as a reverse proxy with upstream keep-alive;
 * ``python-aiohttp`` (only when aiohttp is importable) and ``python-asyncio`` (stdlib
   asyncio streams with keep-alive to the upstream): the plain Python proxy baselines;
-* an optional extra URL (for example the gateway in its container).
+* ``gateway-container-1w`` (when an image is given): the same gateway and config in its
+  container (``--network host``, read-only root), to compare with ``gateway-1w``.
 
 Figures are printed, never asserted.  ``run()`` kills every process it started.
 """
@@ -32,6 +33,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
@@ -375,16 +378,12 @@ def _workdir() -> Iterator[Path]:
 def run(
     seconds: float = 5,
     connections: int = 64,
-    extra_url: str | None = None,
-    extra_label: str = "extra",
+    image: str | None = None,
 ) -> list[Result]:
-    """Benchmark every target for ``seconds`` each with ``connections`` connections.
-
-    ``extra_url`` (optional) is measured too, under ``extra_label``: it must accept the
-    benchmark's API key (``X-API-Key: bench-key``) if it checks keys.
-    """
+    """Benchmark every target for ``seconds`` each with ``connections`` connections; with
+    ``image``, the gateway in that image too (same config, one worker, host network)."""
     if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
+        raise PipelineError("wrk is not installed", hint="apt-get install -y wrk")
     nginx = shutil.which("nginx")
     procs = Processes()
     results: list[Result] = []
@@ -416,6 +415,9 @@ def run(
                 )
                 procs.stop(proc)
 
+            if image:
+                results.append(_container(procs, workdir, image, up_port, seconds, connections))
+
             if nginx:
                 port = free_port()
                 server = (
@@ -439,21 +441,36 @@ def run(
                 url = f"http://127.0.0.1:{port}/"
                 results.append(wrk(label, url, seconds, connections, note, pid=proc.pid))
                 procs.stop(proc)
-
-            if extra_url:
-                results.append(wrk(extra_label, extra_url, seconds, connections))
         finally:
             procs.stop_all()
     return results
+
+
+def _container(
+    procs: Processes, workdir: Path, image: str, up_port: int, seconds: float, connections: int
+) -> Result:
+    """The gateway in its image, on the host network so no NAT sits in the path."""
+    port = free_port()
+    config = gateway_config(workdir, port, up_port)
+    config.chmod(0o644)
+    name = f"bench-gateway-{port}"
+    argv = ["docker", "run", "--rm", "--name", name, "--network", "host", "--read-only"]
+    argv += ["--tmpfs", "/tmp", "-v", f"{config}:/etc/gateway/gateway.toml:ro", image]
+    argv += ["python", "-m", "gateway", "--config", "/etc/gateway/gateway.toml", "--workers", "1"]
+    proc = procs.start(argv)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        return wrk("gateway-container-1w", f"http://127.0.0.1:{port}/", seconds, connections)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        procs.stop(proc)
 
 
 def _find(results: Sequence[Result], label: str) -> Result | None:
     return next((r for r in results if r.label == label and r.requests_per_sec > 0), None)
 
 
-def ratios(
-    results: Sequence[Result], extra_label: str | None = None
-) -> list[tuple[str, float | None]]:
+def ratios(results: Sequence[Result]) -> list[tuple[str, float | None]]:
     g1 = _find(results, "gateway-1w")
     g2 = _find(results, "gateway-2w")
     ngx = _find(results, "nginx-proxy")
@@ -473,12 +490,13 @@ def ratios(
         ("gateway-2w / gateway-1w", ratio(g2, g1)),
         ("gateway-1w / nginx-proxy", ratio(g1, ngx)),
     ]
-    if extra_label:
-        out.append((f"{extra_label} / gateway-1w", ratio(_find(results, extra_label), g1)))
+    container = _find(results, "gateway-container-1w")
+    if container:
+        out.append(("gateway-container-1w / gateway-1w", ratio(container, g1)))
     return out
 
 
-def format_table(results: Sequence[Result], extra_label: str | None = None) -> str:
+def format_table(results: Sequence[Result]) -> str:
     lines = [
         f"{'target':<16} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
         f"{'cpu us/req':>10}  note"
@@ -489,7 +507,7 @@ def format_table(results: Sequence[Result], extra_label: str | None = None) -> s
             f"{r.errors:>7} {r.cpu_us_per_request:>10.1f}  {r.note}"
         )
     lines.append("")
-    for name, value in ratios(results, extra_label):
+    for name, value in ratios(results):
         lines.append(f"{name:<44} {'n/a' if value is None else f'{value:.2f}'}")
     return "\n".join(lines)
 
@@ -500,11 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_gateway")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--extra-url")
-    parser.add_argument("--extra-label", default="extra")
+    parser.add_argument("--image")
     args = parser.parse_args(argv)
-    results = run(args.seconds, args.connections, args.extra_url, args.extra_label)
-    print(format_table(results, args.extra_label if args.extra_url else None))
+    print(format_table(run(args.seconds, args.connections, args.image)))
     return 0
 
 

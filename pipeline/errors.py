@@ -84,3 +84,11 @@ def last_line(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+class ScannerError(CommandError):
+    """A security scanner (Trivy, hadolint) failed for a real reason, not a missing database."""
+
+
+class LintError(GateError):
+    """A linter (actionlint, zizmor, check-jsonschema, hadolint) found problems."""
