@@ -6,8 +6,11 @@ nginx is installed, else a small uvloop/asyncio server) on 127.0.0.1:
 * ``gateway-1w`` / ``gateway-2w``: ``python -m gateway`` with 1 and 2 workers, through a
   route with API-key auth, a (non-throttling) rate limit and metrics; access log off;
 * ``nginx-proxy``: nginx as a reverse proxy with upstream keep-alive;
-* ``python-aiohttp`` (only when aiohttp is importable) and ``python-asyncio`` (stdlib
-  asyncio streams with keep-alive to the upstream): the plain Python proxy baselines;
+* ``python-granian`` (an ASGI app on granian forwarding through one aiohttp ClientSession)
+  and ``python-aiohttp`` (aiohttp server and client): the plain Python proxies the gateway
+  is measured against, when installed (dev group);
+* ``floor-asyncio``: a featureless stdlib-asyncio forwarder (no X-Forwarded-*, request id,
+  chunked bodies, auth or metrics): a floor on the cost of proxying in Python, not a product;
 * ``gateway-container-1w`` (when an image is given): the same gateway and config in its
   container (``--network host``, read-only root), to compare with ``gateway-1w``.
 
@@ -248,6 +251,42 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
+PY_GRANIAN_APP = """
+import aiohttp
+UPSTREAM = "http://127.0.0.1:%(port)s"
+HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"trailer",
+       b"host", b"content-length", b"proxy-connection"}
+session = None
+async def app(scope, receive, send):
+    global session
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if session is None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.lower() not in HOP]
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    url = UPSTREAM + scope["raw_path"].decode() + ("?" + scope["query_string"].decode()
+                                                   if scope["query_string"] else "")
+    async with session.request(scope["method"], url, headers=headers, data=body or None) as up:
+        data = await up.read()
+        out = [(k.encode(), v.encode()) for k, v in up.headers.items()
+               if k.lower().encode() not in HOP]
+        await send({"type": "http.response.start", "status": up.status, "headers": out})
+        await send({"type": "http.response.body", "body": data})
+"""
+
+
 def gateway_config(workdir: Path, port: int, upstream_port: int) -> Path:
     path = workdir / f"gateway-{port}.toml"
     path.write_text(
@@ -431,12 +470,9 @@ def run(
                 results.append(wrk("nginx-proxy", url, seconds, connections, pid=proc.pid))
                 procs.stop(proc)
 
-            baselines = [("python-asyncio", PY_ASYNCIO_PROXY, MINIMAL_NOTE)]
-            if importlib.util.find_spec("aiohttp") is not None:
-                baselines.insert(0, ("python-aiohttp", PY_AIOHTTP_PROXY, "aiohttp server+client"))
-            for label, code, note in baselines:
+            for label, argv, note in _baselines(workdir, up_port):
                 port = free_port()
-                proc = procs.start([python, "-c", code, str(port), str(up_port)])
+                proc = procs.start([a.replace("{port}", str(port)) for a in argv], cwd=workdir)
                 wait_http(f"http://127.0.0.1:{port}/")
                 url = f"http://127.0.0.1:{port}/"
                 results.append(wrk(label, url, seconds, connections, note, pid=proc.pid))
@@ -444,6 +480,25 @@ def run(
         finally:
             procs.stop_all()
     return results
+
+
+def _baselines(workdir: Path, up_port: int) -> list[tuple[str, list[str], str]]:
+    """The plain Python proxies of the issue's yardstick that are installed, then the floor."""
+    python = sys.executable
+    found: list[tuple[str, list[str], str]] = []
+    has_aiohttp = importlib.util.find_spec("aiohttp") is not None
+    if has_aiohttp and importlib.util.find_spec("granian") is not None:
+        (workdir / "granian_proxy.py").write_text(PY_GRANIAN_APP % {"port": up_port})
+        argv = [python, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
+        argv += ["--port", "{port}", "--workers", "1", "--loop", "uvloop", "--no-ws"]
+        argv += ["--log-level", "error", "--no-access-log", "granian_proxy:app"]
+        found.append(("python-granian", argv, "ASGI app on granian, one aiohttp ClientSession"))
+    if has_aiohttp:
+        argv = [python, "-c", PY_AIOHTTP_PROXY, "{port}", str(up_port)]
+        found.append(("python-aiohttp", argv, "aiohttp server+client"))
+    floor = [python, "-c", PY_ASYNCIO_PROXY, "{port}", str(up_port)]
+    found.append(("floor-asyncio", floor, MINIMAL_NOTE))
+    return found
 
 
 def _container(
@@ -486,7 +541,9 @@ def ratios(results: Sequence[Result]) -> list[tuple[str, float | None]]:
     for r in pythons:
         if r is not best_py:
             out.append((f"gateway-1w / {r.label}", ratio(g1, r)))
+    floor = _find(results, "floor-asyncio")
     out += [
+        ("gateway-1w / floor-asyncio (featureless)", ratio(g1, floor)),
         ("gateway-2w / gateway-1w", ratio(g2, g1)),
         ("gateway-1w / nginx-proxy", ratio(g1, ngx)),
     ]
@@ -498,12 +555,12 @@ def ratios(results: Sequence[Result]) -> list[tuple[str, float | None]]:
 
 def format_table(results: Sequence[Result]) -> str:
     lines = [
-        f"{'target':<16} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
         f"{'cpu us/req':>10}  note"
     ]
     for r in results:
         lines.append(
-            f"{r.label:<16} {r.requests_per_sec:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.label:<22} {r.requests_per_sec:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
             f"{r.errors:>7} {r.cpu_us_per_request:>10.1f}  {r.note}"
         )
     lines.append("")
