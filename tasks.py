@@ -156,6 +156,8 @@ docker.add_task(tags)
         "event": "GitHub event: push, pull_request, workflow_dispatch, schedule or local",
         "pr": "pull request number (implies --event pull_request)",
         "image": "image name, e.g. ghcr.io/acme/api-gateway (default: [tool.pipeline] image)",
+        "push_by_digest": "with --push and one --platform: push that platform's image by "
+        "digest only (no tag) and write it to build/digests/OS-ARCH, for docker.merge",
     },
     iterable=["platform", "build_arg"],
 )
@@ -175,9 +177,11 @@ def docker_build(
     event: str | None = None,
     pr: int | None = None,
     image: str | None = None,
+    push_by_digest: bool = False,
 ) -> None:
     """Build the image with buildx (tags and labels of docker.tags) and write build/image.toml."""
-    from pipeline.build import BuildOptions, image_tags, run_build
+    from pipeline.build import BuildOptions, image_tags
+    from pipeline.history import build_with_history, history_path
 
     with edge():
         config = settings(c, image=image)
@@ -200,9 +204,11 @@ def docker_build(
             build_args=tuple(build_arg or ()),
             progress=progress,
             no_cache=no_cache,
+            push_by_digest=push_by_digest,
         )
         record_path = ROOT / config.record
-        result = run_build(
+        result = build_with_history(
+            history_path(ROOT, config.extra),
             root=ROOT,
             settings=config,
             build_context=context,
@@ -214,11 +220,14 @@ def docker_build(
         record = result.record
         where = "pushed" if record.pushed else "loaded"
         platforms = ", ".join(record.platforms)
+        name = f"{record.image}@{record.digest}" if push_by_digest else record.reference
         print(
-            f"{where} {record.reference} ({platforms}) in {record.duration_s:g}s, "
+            f"{where} {name} ({platforms}) in {record.duration_s:g}s, "
             f"{record.cached_steps}/{record.total_steps} steps cached"
         )
         print(f"digest {record.digest or '(unknown)'}")
+        if push_by_digest:
+            print(f"digest file {record.extra.get('digest_file', '')}")
         print(f"base {record.base_name}@{record.base_digest}")
         for name, size in record.sizes.items():
             print(f"size {name}: {size / 1e6:.1f} MB compressed")
@@ -244,8 +253,92 @@ def docker_test(c: Context, record: str | None = None, arm64: bool = True) -> No
         run_checks(built, arm64=arm64, report=print)
 
 
+@task(
+    name="merge",
+    help={
+        "digest": "a per-platform image digest, sha256:... (repeatable), pushed by "
+        "`docker.build --push --push-by-digest`",
+        "digests_dir": "directory of digest files named OS-ARCH (default: build/digests if "
+        "no --digest is given)",
+        "platform": "a platform the index must contain (repeatable; default: [tool.pipeline] "
+        "platforms)",
+        "ref": "git ref to tag for: refs/heads/NAME, refs/tags/vX.Y.Z (a short name is a branch)",
+        "sha": "commit SHA (default: HEAD, or GITHUB_SHA in Actions)",
+        "event": "GitHub event: push, pull_request, workflow_dispatch, schedule or local",
+        "pr": "pull request number (implies --event pull_request)",
+        "image": "image name, e.g. ghcr.io/acme/api-gateway (default: [tool.pipeline] image)",
+        "record": "build record to write (default: [tool.pipeline] record)",
+    },
+    iterable=["digest", "platform"],
+)
+def docker_merge(
+    c: Context,
+    digest: list[str] | None = None,
+    digests_dir: str | None = None,
+    platform: list[str] | None = None,
+    ref: str | None = None,
+    sha: str | None = None,
+    event: str | None = None,
+    pr: int | None = None,
+    image: str | None = None,
+    record: str | None = None,
+) -> None:
+    """Merge per-platform digests into ONE tagged index (release tags immutable, moving last)."""
+    from datetime import UTC, datetime
+
+    from pipeline.build import DIGESTS_DIR, image_tags
+    from pipeline.merge import merge_sources, merge_to_record, read_digests_dir, record_for
+    from pipeline.registry import client_for, parse_reference
+
+    with edge():
+        config = settings(c, image=image)
+        context, computed = image_tags(
+            os.environ,
+            Path.cwd(),
+            config,
+            event=event,
+            ref=ref,
+            sha=sha,
+            pr=int(pr) if pr is not None else None,
+        )
+        directory = digests_dir or ("" if digest else DIGESTS_DIR)
+        from_dir = read_digests_dir(ROOT / directory) if directory else {}
+        sources = merge_sources(digest or (), from_dir.values())
+        expected = [p.strip() for v in platform or () for p in v.split(",") if p.strip()]
+        expected = expected or list(config.platforms)
+        planned = record_for(
+            computed, context, expected, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
+        host = parse_reference(planned.image).host
+        merged = merge_to_record(
+            planned,
+            sources,
+            client_for(host, extra=config.extra, environ=os.environ),
+            record_path=ROOT / (record or config.record),
+            expected=expected,
+            latest_policy=config.tags.latest,
+        )
+        print(f"digest={merged.digest}")
+        print(f"tags={','.join(merged.extra['push']['tags'])}")
+        print(f"platforms={','.join(merged.platforms)}")
+        target = os.environ.get("GITHUB_OUTPUT")
+        if target:
+            from pipeline.github import write_outputs
+
+            write_outputs(
+                Path(target),
+                {
+                    "digest": merged.digest,
+                    "version": merged.version,
+                    "tags": "\n".join(merged.full_tags),
+                    "platforms": ",".join(merged.platforms),
+                },
+            )
+
+
 docker.add_task(docker_build)
 docker.add_task(docker_test)
+docker.add_task(docker_merge)
 
 # --- docker: scan (docker.scan, docker.rescan) ---
 
@@ -281,92 +374,23 @@ def _scan_run(
     platform: str | None,
     format: str,
 ) -> None:
-    """Shared by docker.scan and docker.rescan: options in, scan, reports out, gate."""
-    import datetime as dt
+    """Shared by docker.scan and docker.rescan: flags in, ``pipeline.scanrun.run_scan``."""
+    from pipeline.scanrun import ScanRequest, run_scan
 
-    from pipeline import scan as sc
-    from pipeline.errors import UsageError
-    from pipeline.github import append_summary, write_outputs
-    from pipeline.scanners import Trivy
-
-    if format not in ("text", "json", "github"):
-        raise UsageError(f"--format {format!r}: expected text, json or github")
-    if format == "github" and not os.environ.get("GITHUB_OUTPUT"):
-        raise UsageError("--format github: GITHUB_OUTPUT is not set")
-    s = settings(c)
-    conf = sc.scan_settings(s.extra)
-    available = ("vuln", "secret", "config", "sbom") if remote else sc.SCANNERS
-    policy = sc.Policy(
-        severities=sc.parse_severities(severity or conf["severity"]),
-        ignore_unfixed=ignore_unfixed and conf["ignore_unfixed"],
-        require=sc.parse_require(require if require is not None else conf["require"], available),
+    request = ScanRequest(
+        target=target,
+        remote=remote,
+        severity=severity,
+        ignore_unfixed=ignore_unfixed,
+        require=require,
+        ignore_file=ignore_file,
+        output_dir=output_dir,
+        db_dir=db_dir,
+        db_update=db_update,
+        platform=platform,
+        format=format,
     )
-    ignores = sc.load_ignore(
-        Path(ignore_file or conf["ignore_file"]), must_exist=ignore_file is not None
-    )
-    out = Path(output_dir or conf["output_dir"])
-    trivy = Trivy(
-        binary=str(ROOT / ".venv" / "bin" / "trivy")
-        if (ROOT / ".venv" / "bin" / "trivy").exists()
-        else "trivy",
-        db_dir=db_dir or conf["db_dir"] or os.environ.get("TRIVY_CACHE_DIR", ""),
-        db_update=db_update and conf["db_update"],
-    )
-    hadolint_bin = ROOT / ".venv" / "bin" / "hadolint"
-    host = platform or sc.engine_platform()
-    now = dt.datetime.now(dt.UTC)
-    common: dict[str, Any] = {
-        "output_dir": out,
-        "trivy": trivy,
-        "ignores": ignores,
-        "today": now.date(),
-        "now": now.isoformat(timespec="seconds"),
-    }
-    if remote:
-        digest, platforms = sc.resolve_remote(target)
-        result = sc.scan_image(
-            sc.by_digest(target, digest),
-            policy,
-            source="remote",
-            insecure=sc.is_local_registry(target),
-            digest=digest,
-            platform=sc.pick_platform(platforms, host),
-            **common,
-        )
-    else:
-        from pipeline.record import BuildRecord
-
-        record = BuildRecord.read(Path(s.record))
-        dockerfile = Path(s.dockerfile)
-        if not dockerfile.is_file():
-            raise UsageError(
-                f"no Dockerfile at {dockerfile}", hint="fix [tool.pipeline] dockerfile"
-            )
-        result = sc.scan_image(
-            record.reference,
-            policy,
-            source="docker",
-            digest=record.digest,
-            platform=sc.pick_platform(record.platforms, host),
-            dockerfile=dockerfile,
-            dockerfile_label=s.dockerfile,
-            hadolint_bin=str(hadolint_bin) if hadolint_bin.exists() else "hadolint",
-            **common,
-        )
-    paths = sc.write_reports(result, out)
-    summary = result.markdown()
-    if format == "json":
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print(summary)
-        print(f"reports: {paths['summary']}, {paths['json']}, {paths['sarif']}")
-    if os.environ.get("GITHUB_STEP_SUMMARY"):
-        append_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), summary)
-    if format == "github":
-        write_outputs(Path(os.environ["GITHUB_OUTPUT"]), sc.github_outputs(result, paths))
-    failure = sc.gate_error(result)
-    if failure is not None:
-        raise failure
+    run_scan(request, settings=settings(c), environ=os.environ, bin_dir=ROOT / ".venv" / "bin")
 
 
 @task(help=dict(_SCAN_HELP))
@@ -444,28 +468,11 @@ docker.add_task(rescan)
 # docker.publish, docker.outdated) ---
 
 
-def _retry_policy(s: Settings) -> Any:
-    """[tool.pipeline.retry], then REGISTRY_RETRY_ATTEMPTS / REGISTRY_RETRY_SECONDS."""
-    from pipeline.registry import RetryPolicy
-
-    data = dict(s.extra.get("retry", {}) or {})
-    if os.environ.get("REGISTRY_RETRY_ATTEMPTS"):
-        data["attempts"] = os.environ["REGISTRY_RETRY_ATTEMPTS"]
-    if os.environ.get("REGISTRY_RETRY_SECONDS"):
-        data["max_seconds"] = os.environ["REGISTRY_RETRY_SECONDS"]
-    return RetryPolicy.from_mapping(data)
-
-
 def _client(host: str, s: Settings) -> Any:
-    """A registry client for ``host``, credentials from the environment."""
-    from pipeline.registry import RegistryClient, credentials_for
+    """A registry client for ``host``: credentials and retries from settings and environment."""
+    from pipeline.registry import client_for
 
-    return RegistryClient(
-        host,
-        credentials=credentials_for(host, os.environ),
-        retry=_retry_policy(s),
-        on_retry=lambda n, exc: print(f"retrying (attempt {n + 1}): {exc}", file=sys.stderr),
-    )
+    return client_for(host, extra=s.extra, environ=os.environ)
 
 
 def _image_ref(s: Settings, image: str | None) -> Any:
@@ -476,39 +483,9 @@ def _image_ref(s: Settings, image: str | None) -> Any:
 
 def _verifier() -> Any:
     """A signature check for promote/rollback, from COSIGN_* (or keyless in Actions)."""
-    from pipeline.errors import UsageError
-    from pipeline.sign import config_from_env, verify
+    from pipeline.sign import verifier_from_env
 
-    config = config_from_env(os.environ)
-    if config.mode == "none":
-        raise UsageError(
-            "no key to verify signatures with",
-            hint="set COSIGN_PUBLIC_KEY (or COSIGN_KEY and COSIGN_PASSWORD)",
-        )
-    return lambda ref: verify(ref, config)
-
-
-def _do_push(s: Settings, record_path: Path, before_moving: Any = None) -> Any:
-    """Log in (password on stdin), push the record's image, write the digest back."""
-    from pipeline import push as pushing
-    from pipeline.record import BuildRecord
-    from pipeline.registry import credentials_for, parse_reference
-
-    record = BuildRecord.read(record_path)
-    host = parse_reference(record.image).host
-    retry = _retry_policy(s)
-    docker_runner = pushing.docker_cli(timeout=float(s.extra.get("push_timeout", 1800)))
-    pushing.login(host, credentials_for(host, os.environ), docker=docker_runner, retry=retry)
-    result = pushing.push(
-        record,
-        _client(host, s),
-        docker=docker_runner,
-        retry=retry,
-        latest_policy=s.tags.latest,
-        before_moving=before_moving,
-    )
-    pushing.update_record(record, result).write(record_path)
-    return result
+    return verifier_from_env(os.environ)
 
 
 @task(
@@ -519,9 +496,16 @@ def _do_push(s: Settings, record_path: Path, before_moving: Any = None) -> Any:
 )
 def registry_push(c: Context, record: str | None = None) -> None:
     """Push every tag of the last build as one multi-arch index; moving tags last."""
+    from pipeline.push import push_record
+
     with edge():
         s = settings(c)
-        result = _do_push(s, ROOT / (record or s.record))
+        result = push_record(
+            ROOT / (record or s.record),
+            extra=s.extra,
+            environ=os.environ,
+            latest_policy=s.tags.latest,
+        )
         print(f"digest={result.digest}")
         print(f"platforms={','.join(result.platforms)}")
         print(f"tags={','.join(result.tags)}")
@@ -738,131 +722,32 @@ def registry_publish(
 ) -> None:
     """Build, test, scan, push and sign, stopping at the first failure; print a summary."""
     from pipeline import publish as pub
-    from pipeline.errors import UsageError
     from pipeline.github import append_summary, write_outputs
-    from pipeline.record import BuildRecord
-    from pipeline.registry import parse_reference
-    from pipeline.sign import config_from_env, require_signed
-    from pipeline.sign import sign as cosign_sign
 
     with edge():
-        s = settings(c, image=image)
-        record_path = ROOT / s.record
-        target = parse_reference(s.image)
-        released: list[str] = []
-        if s.tags.latest == "release" and (ref or os.environ.get("GITHUB_REF", "")).startswith(
-            "refs/tags/"
-        ):
-            released = _client(target.host, s).tags(target.repository)
-        from pipeline.build import BuildOptions, image_tags, run_build
-
-        context, computed = image_tags(
-            os.environ,
-            Path.cwd(),
-            s,
-            event=event,
+        request = pub.PublishRequest(
+            push=push,
+            sign=sign,
+            platforms=tuple(platform or ()),
+            severity=severity,
+            require=require,
+            db_dir=db_dir,
+            db_update=db_update,
+            cache=cache,
+            arm64=arm64,
             ref=ref,
             sha=sha,
+            event=event,
             pr=int(pr) if pr is not None else None,
-            released=released,
         )
-        do_push = pub.should_push(context.event, None if push else False)
-        signing = config_from_env(os.environ)
-        if do_push and sign and signing.mode == "none":
-            raise UsageError(
-                "publishing signs the image, but no signing key is set",
-                hint="set COSIGN_KEY and COSIGN_PASSWORD (keyless needs Actions with "
-                "`id-token: write`), or pass --no-sign",
-            )
-        summary = pub.Summary(
-            image=computed.image, version=computed.version, tags=list(computed.tags)
+        result = pub.publish(
+            request,
+            root=ROOT,
+            settings=settings(c, image=image),
+            environ=os.environ,
+            cwd=Path.cwd(),
+            bin_dir=ROOT / ".venv" / "bin",
         )
-
-        def build_step() -> dict[str, Any]:
-            options = BuildOptions(platforms=tuple(platform or ()), load=True, cache=cache)
-            result = run_build(
-                root=ROOT,
-                settings=s,
-                build_context=context,
-                tags=computed,
-                options=options,
-                environ=os.environ,
-                record_path=record_path,
-            )
-            rec = result.record
-            return {
-                "platforms": rec.platforms,
-                "digest": rec.digest,
-                "detail": f"{rec.cached_steps}/{rec.total_steps} steps cached",
-            }
-
-        def test_step() -> dict[str, Any]:
-            from pipeline.containertest import run_checks
-
-            checks = run_checks(BuildRecord.read(record_path), arm64=arm64, report=print)
-            return {"detail": f"{len(checks)} checks passed"}
-
-        def scan_step() -> dict[str, Any]:
-            from pipeline import scan as sc
-
-            conf = sc.scan_settings(s.extra)
-            document = Path(conf["output_dir"]) / "scan.json"
-            document.unlink(missing_ok=True)
-            try:
-                _scan_run(
-                    c,
-                    target="",
-                    remote=False,
-                    severity=severity,
-                    ignore_unfixed=True,
-                    require=require,
-                    ignore_file=None,
-                    output_dir=None,
-                    db_dir=db_dir,
-                    db_update=db_update,
-                    platform=None,
-                    format="text",
-                )
-            finally:
-                if document.exists():
-                    summary.scan = pub.scan_text(sc.read_result(document))
-            return {"scan": summary.scan}
-
-        def push_step() -> dict[str, Any]:
-            rec = BuildRecord.read(record_path)
-            ref_ = parse_reference(rec.image)
-
-            def sign_first(digest: str) -> None:
-                """Signed before any moving tag points at it."""
-                if sign:
-                    cosign_sign(ref_.with_digest(digest), signing)
-                    print(f"signed {ref_.with_digest(digest)} ({signing.mode})")
-
-            result = _do_push(s, record_path, before_moving=sign_first)
-            return {
-                "digest": result.digest,
-                "platforms": result.platforms,
-                "tags": [f"{rec.image}:{t}" for t in result.tags],
-                "pushed": True,
-                "detail": f"{len(result.written)} tag(s) written",
-            }
-
-        def sign_step() -> dict[str, Any]:
-            rec = BuildRecord.read(record_path)
-            require_signed(parse_reference(rec.image).with_digest(rec.digest), signing)
-            return {"signed": f"verified ({signing.mode})"}
-
-        functions = {
-            "build": build_step,
-            "test": test_step,
-            "scan": scan_step,
-            "push": push_step,
-            "sign": sign_step,
-        }
-        steps = [pub.Step(name, functions[name]) for name in pub.plan_steps(do_push, sign)]
-        result = pub.run(steps, summary)
-        if not do_push:
-            result.steps.append(pub.StepResult("push", "skipped", detail="not pushing"))
         print(pub.text(result))
         summary_file = os.environ.get("GITHUB_STEP_SUMMARY", "")
         if summary_file:

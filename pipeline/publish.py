@@ -1,6 +1,8 @@
 """``docker.publish``: build, test, scan, push, sign, in that order, stopping at the first
-failure (if test or scan fails, nothing is pushed). The steps are callables wired at the edge;
-this module runs them, times them and renders the summary (terminal, step summary, outputs).
+failure (if test or scan fails, nothing is pushed). ``publish`` plans the run (tags, whether to
+push, the signing key), wires the real steps (or the ones a test passes in), runs them, times
+them and appends one line to the build history; ``text``, ``markdown`` and ``outputs`` render
+the summary (terminal, step summary, ``$GITHUB_OUTPUT``) at the edge.
 """
 
 from __future__ import annotations
@@ -8,9 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from pipeline.config import Settings
 from pipeline.errors import PipelineError, UsageError
+
+if TYPE_CHECKING:
+    from pipeline.context import BuildContext
+    from pipeline.sign import SignConfig
+    from pipeline.versioning import ImageTags
 
 PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target")
 ORDER = ("build", "test", "scan", "push", "sign")
@@ -46,6 +55,7 @@ class Summary:
     pushed: bool = False
     steps: list[StepResult] = field(default_factory=list)
     failure: PipelineError | None = None
+    scan_counts: dict[str, int] | None = None  # for the history; None: not scanned
 
     @property
     def ok(self) -> bool:
@@ -182,3 +192,271 @@ def outputs(summary: Summary, summary_path: str = "") -> dict[str, str]:
         "signed": summary.signed,
         "summary": summary_path,
     }
+
+
+# --- the whole run ---
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """The flags of ``docker.publish``; ``None`` means "from settings or the environment"."""
+
+    push: bool = True
+    sign: bool = True
+    platforms: tuple[str, ...] = ()
+    severity: str | None = None
+    require: str | None = None
+    db_dir: str | None = None
+    db_update: bool = True
+    cache: str | None = None
+    arm64: bool = True
+    ref: str | None = None
+    sha: str | None = None
+    event: str | None = None
+    pr: int | None = None
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """What the steps work from, decided before any of them runs."""
+
+    request: PublishRequest
+    root: Path
+    settings: Settings
+    environ: Mapping[str, str]
+    context: BuildContext
+    tags: ImageTags
+    record_path: Path
+    push: bool
+    signing: SignConfig
+    bin_dir: Path | None = None
+    log: Log = print
+
+
+StepFunction = Callable[[], Mapping[str, Any]]
+StepFactory = Callable[[PublishPlan, Summary], Mapping[str, StepFunction]]
+
+
+def publish(
+    request: PublishRequest,
+    *,
+    root: Path,
+    settings: Settings,
+    environ: Mapping[str, str],
+    cwd: Path,
+    bin_dir: Path | None = None,
+    log: Log = print,
+    steps: StepFactory | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Summary:
+    """Plan, run the steps (``real_steps`` unless a test passes others) and append one history
+    line (success or failure). Bad input (a pull request asked to push, no signing key) raises
+    ``UsageError`` before anything runs; a failing step is in ``summary.failure`` (the caller
+    prints the summary, then raises it)."""
+    plan = plan_publish(
+        request,
+        root=root,
+        settings=settings,
+        environ=environ,
+        cwd=cwd,
+        bin_dir=bin_dir,
+        log=log,
+    )
+    summary = Summary(image=plan.tags.image, version=plan.tags.version, tags=list(plan.tags.tags))
+    functions = (steps or real_steps)(plan, summary)
+    order = [Step(name, functions[name]) for name in plan_steps(plan.push, request.sign)]
+    try:
+        run(order, summary, log=log, clock=clock)
+    except Exception as exc:  # an unexpected error is still one (failed) run in the history
+        _append_history(plan, summary, error=str(exc) or type(exc).__name__)
+        raise
+    if not plan.push:
+        summary.steps.append(StepResult("push", "skipped", detail="not pushing"))
+    _append_history(plan, summary)
+    return summary
+
+
+def plan_publish(
+    request: PublishRequest,
+    *,
+    root: Path,
+    settings: Settings,
+    environ: Mapping[str, str],
+    cwd: Path,
+    bin_dir: Path | None = None,
+    log: Log = print,
+) -> PublishPlan:
+    """Tags (with the released versions when a release may take ``latest``), whether to push,
+    and the signing key; refuses to push unsigned unless ``sign`` is off."""
+    from pipeline.build import image_tags
+    from pipeline.registry import client_for, parse_reference
+    from pipeline.sign import config_from_env
+
+    target = parse_reference(settings.image)
+    released: list[str] = []
+    ref = request.ref or environ.get("GITHUB_REF", "")
+    if settings.tags.latest == "release" and ref.startswith("refs/tags/"):
+        client = client_for(target.host, extra=settings.extra, environ=environ)
+        released = client.tags(target.repository)
+    context, computed = image_tags(
+        environ,
+        cwd,
+        settings,
+        event=request.event,
+        ref=request.ref,
+        sha=request.sha,
+        pr=int(request.pr) if request.pr is not None else None,
+        released=released,
+    )
+    do_push = should_push(context.event, None if request.push else False)
+    signing = config_from_env(environ)
+    if do_push and request.sign and signing.mode == "none":
+        raise UsageError(
+            "publishing signs the image, but no signing key is set",
+            hint="set COSIGN_KEY and COSIGN_PASSWORD (keyless needs Actions with "
+            "`id-token: write`), or pass --no-sign",
+        )
+    return PublishPlan(
+        request=request,
+        root=root,
+        settings=settings,
+        environ=environ,
+        context=context,
+        tags=computed,
+        record_path=root / settings.record,
+        push=do_push,
+        signing=signing,
+        bin_dir=bin_dir,
+        log=log,
+    )
+
+
+def real_steps(plan: PublishPlan, summary: Summary) -> dict[str, StepFunction]:
+    """The steps against the engine, the scanners, the registry and cosign."""
+    from pipeline.record import BuildRecord
+    from pipeline.registry import parse_reference
+
+    request, s, log = plan.request, plan.settings, plan.log
+
+    def build_step() -> dict[str, Any]:
+        from pipeline.build import BuildOptions, run_build
+
+        options = BuildOptions(platforms=request.platforms, load=True, cache=request.cache)
+        result = run_build(
+            root=plan.root,
+            settings=s,
+            build_context=plan.context,
+            tags=plan.tags,
+            options=options,
+            environ=plan.environ,
+            record_path=plan.record_path,
+        )
+        rec = result.record
+        return {
+            "platforms": rec.platforms,
+            "digest": rec.digest,
+            "detail": f"{rec.cached_steps}/{rec.total_steps} steps cached",
+        }
+
+    def test_step() -> dict[str, Any]:
+        from pipeline.containertest import run_checks
+
+        checks = run_checks(BuildRecord.read(plan.record_path), arm64=request.arm64, report=log)
+        return {"detail": f"{len(checks)} checks passed"}
+
+    def scan_step() -> dict[str, Any]:
+        from pipeline import scan as sc
+        from pipeline.scanrun import ScanRequest, run_scan
+
+        conf = sc.scan_settings(s.extra)
+        document = Path(conf["output_dir"]) / "scan.json"
+        document.unlink(missing_ok=True)
+        scan_request = ScanRequest(
+            severity=request.severity,
+            require=request.require,
+            db_dir=request.db_dir,
+            db_update=request.db_update,
+        )
+        try:
+            run_scan(scan_request, settings=s, environ=plan.environ, bin_dir=plan.bin_dir, log=log)
+        finally:
+            if document.exists():
+                data = sc.read_result(document)
+                summary.scan = scan_text(data)
+                summary.scan_counts = {
+                    str(k): int(v) for k, v in dict(data.get("counts") or {}).items()
+                }
+        return {"scan": summary.scan}
+
+    def push_step() -> dict[str, Any]:
+        from pipeline.push import push_record
+        from pipeline.sign import sign
+
+        rec = BuildRecord.read(plan.record_path)
+        image = parse_reference(rec.image)
+
+        def sign_first(digest: str) -> None:
+            """Signed before any moving tag points at it."""
+            if request.sign:
+                sign(image.with_digest(digest), plan.signing)
+                log(f"signed {image.with_digest(digest)} ({plan.signing.mode})")
+
+        result = push_record(
+            plan.record_path,
+            extra=s.extra,
+            environ=plan.environ,
+            latest_policy=s.tags.latest,
+            before_moving=sign_first,
+            log=log,
+        )
+        return {
+            "digest": result.digest,
+            "platforms": result.platforms,
+            "tags": [f"{rec.image}:{t}" for t in result.tags],
+            "pushed": True,
+            "detail": f"{len(result.written)} tag(s) written",
+        }
+
+    def sign_step() -> dict[str, Any]:
+        from pipeline.sign import require_signed
+
+        rec = BuildRecord.read(plan.record_path)
+        require_signed(parse_reference(rec.image).with_digest(rec.digest), plan.signing)
+        return {"signed": f"verified ({plan.signing.mode})"}
+
+    return {
+        "build": build_step,
+        "test": test_step,
+        "scan": scan_step,
+        "push": push_step,
+        "sign": sign_step,
+    }
+
+
+def _append_history(plan: PublishPlan, summary: Summary, *, error: str = "") -> None:
+    """One line per run: from this run's build record when the build step succeeded, else
+    from the planned tags (a stale record of an earlier run must not be reported)."""
+    from pipeline.history import history_path, planned_entry
+    from pipeline.record import BuildRecord
+    from pipeline.report import append_history, entry_from_record
+
+    ok = summary.ok and not error
+    result = "success" if ok else "failure"
+    if not error and summary.failure is not None:
+        error = summary.failure.one_line()
+    steps = {s.name: s.duration_s for s in summary.steps if s.status != "skipped"}
+    built = any(s.name == "build" and s.status == "ok" for s in summary.steps)
+    if built:
+        entry = entry_from_record(
+            BuildRecord.read(plan.record_path),
+            result=result,
+            kind="publish",
+            steps=steps,
+            scan=summary.scan_counts,
+            error=error,
+        )
+    else:
+        entry = planned_entry(
+            plan.context, plan.tags, result=result, kind="publish", steps=steps, error=error
+        )
+    append_history(history_path(plan.root, plan.settings.extra), entry)

@@ -20,6 +20,8 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from pipeline.errors import CommandError, RegistryError
 from pipeline.proc import run
@@ -31,8 +33,11 @@ from pipeline.registry import (
     RetryPolicy,
     TransientRegistryError,
     call_with_retry,
+    client_for,
+    credentials_for,
     is_transient,
     parse_reference,
+    retry_policy,
 )
 from pipeline.versioning import SemVer, highest_stable
 
@@ -352,3 +357,34 @@ def update_record(record: BuildRecord, result: PushResult) -> BuildRecord:
         },
     }
     return record
+
+
+def push_record(
+    record_path: Path,
+    *,
+    extra: Mapping[str, Any],
+    environ: Mapping[str, str],
+    latest_policy: str = "branch",
+    before_moving: Callable[[str], None] | None = None,
+    docker: DockerRunner | None = None,
+    client: RegistryClient | None = None,
+    log: Log = print,
+) -> PushResult:
+    """Log in (password on stdin), push the record's image (see ``push``), write the digest
+    back into the record. ``extra`` is ``Settings.extra`` (``retry``, ``push_timeout``)."""
+    record = BuildRecord.read(record_path)
+    host = parse_reference(record.image).host
+    retry = retry_policy(extra, environ)
+    runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
+    login(host, credentials_for(host, environ), docker=runner, retry=retry)
+    result = push(
+        record,
+        client or client_for(host, extra=extra, environ=environ),
+        docker=runner,
+        retry=retry,
+        latest_policy=latest_policy,
+        before_moving=before_moving,
+        log=log,
+    )
+    update_record(record, result).write(record_path)
+    return result

@@ -666,3 +666,40 @@ def _next_link(header: str) -> str | None:
         return None
     parsed = urllib.parse.urlsplit(match.group(1))
     return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+
+
+# --- constructors for the edge (values from settings and the environment, passed in) ---
+
+
+def retry_policy(extra: Mapping[str, Any], environ: Mapping[str, str]) -> RetryPolicy:
+    """``[tool.pipeline.retry]`` (``Settings.extra["retry"]``), then
+    ``REGISTRY_RETRY_ATTEMPTS`` / ``REGISTRY_RETRY_SECONDS`` from ``environ``."""
+    data = dict(extra.get("retry", {}) or {})
+    if environ.get("REGISTRY_RETRY_ATTEMPTS"):
+        data["attempts"] = environ["REGISTRY_RETRY_ATTEMPTS"]
+    if environ.get("REGISTRY_RETRY_SECONDS"):
+        data["max_seconds"] = environ["REGISTRY_RETRY_SECONDS"]
+    return RetryPolicy.from_mapping(data)
+
+
+def _warn_stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
+
+
+def client_for(
+    host: str,
+    *,
+    extra: Mapping[str, Any],
+    environ: Mapping[str, str],
+    warn: Callable[[str], None] = _warn_stderr,
+) -> RegistryClient:
+    """A client for ``host``: credentials from ``environ``, retries from settings and
+    ``environ``; each retry is reported through ``warn``."""
+    return RegistryClient(
+        host,
+        credentials=credentials_for(host, environ),
+        retry=retry_policy(extra, environ),
+        on_retry=lambda n, exc: warn(f"retrying (attempt {n + 1}): {exc}"),
+    )

@@ -204,3 +204,17 @@ def _no_signature(stderr: str) -> bool:
             "none of the expected identities",
         )
     )
+
+
+def verifier_from_env(environ: Mapping[str, str]) -> Callable[[Reference], bool]:
+    """A signature check for promote/rollback from ``COSIGN_*`` in ``environ`` (or keyless in
+    Actions); ``UsageError`` when there is nothing to verify with."""
+    from pipeline.errors import UsageError
+
+    config = config_from_env(environ)
+    if config.mode == "none":
+        raise UsageError(
+            "no key to verify signatures with",
+            hint="set COSIGN_PUBLIC_KEY (or COSIGN_KEY and COSIGN_PASSWORD)",
+        )
+    return lambda ref: verify(ref, config)

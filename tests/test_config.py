@@ -32,8 +32,8 @@ def test_string_booleans_from_variables_are_read_as_meant() -> None:
 
 
 def test_unknown_keys_are_kept_for_other_modules() -> None:
-    assert Settings.from_mapping({"base_image": "python:3.11-slim"}).extra == {
-        "base_image": "python:3.11-slim"
+    assert Settings.from_mapping({"history": "build/history.jsonl"}).extra == {
+        "history": "build/history.jsonl"
     }
 
 

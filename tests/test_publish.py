@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from faultproxy import cosign_keys, remove_images
 
+from pipeline.config import Settings, invoke_defaults, load_pyproject
 from pipeline.errors import GateError, UsageError
 from pipeline.publish import (
+    PublishPlan,
+    PublishRequest,
     Step,
+    StepFactory,
     Summary,
     markdown,
     outputs,
     plan_steps,
+    publish,
     run,
     scan_text,
     should_push,
@@ -185,6 +191,7 @@ def publish_task(
             **os.environ,
             "INVOKE_DOCKER_IMAGE": image,
             "INVOKE_DOCKER_RECORD": str(tmp_path / "image.toml"),
+            "INVOKE_DOCKER_HISTORY": str(tmp_path / "history.jsonl"),
             **(env or {}),
         },
         capture_output=True,
@@ -233,6 +240,9 @@ def test_publish_builds_tests_scans_pushes_and_signs_with_a_summary(
     assert step_summary.read_text().count(f"| Digest | `{digest}` |") == 1
     record = BuildRecord.read(tmp_path / "image.toml")
     assert record.pushed and record.digest == digest
+    [entry] = history_lines(tmp_path)
+    assert (entry["result"], entry["kind"], entry["error"]) == ("success", "publish", "")
+    assert list(entry["steps"]) == ["build", "test", "scan", "push", "sign"]
 
 
 @pytest.mark.engine
@@ -249,6 +259,9 @@ def test_a_failed_scan_pushes_nothing(published: str, tmp_path: Path) -> None:
     assert "pushed=false" in done.stdout.splitlines()
     assert "  push   skipped" in done.stdout.splitlines()
     assert RegistryClient("127.0.0.1:5000").tags(parse_reference(published).repository) == []
+    [entry] = history_lines(tmp_path)
+    assert entry["result"] == "failure"
+    assert entry["error"].startswith("image scan failed: vuln not scanned but required")
 
 
 @pytest.mark.engine
@@ -261,3 +274,145 @@ def test_publish_without_a_signing_key_refuses_before_building(
     assert done.stderr.startswith("error: publishing signs the image, but no signing key is set")
     assert done.stdout == ""
     assert not (tmp_path / "image.toml").exists()
+    assert not (tmp_path / "history.jsonl").exists()
+
+
+# --- the whole run, with fake steps: one history line per run ---
+
+SHA = "6f3e8fa" + "0" * 33
+
+
+def publish_settings(tmp_path: Path) -> Settings:
+    data = invoke_defaults(load_pyproject(ROOT / "pyproject.toml"))
+    data.update(
+        image="127.0.0.1:5000/test/history",
+        record=str(tmp_path / "image.toml"),
+        history=str(tmp_path / "history.jsonl"),
+    )
+    return Settings.from_mapping(data)
+
+
+def fake_steps(fail: str = "") -> StepFactory:
+    """Steps that do no I/O except the build record a real build step writes."""
+
+    def factory(plan: PublishPlan, summary: Summary) -> dict[str, Callable[[], Mapping[str, Any]]]:
+        def build() -> Mapping[str, Any]:
+            if fail == "build":
+                raise UsageError("no Dockerfile at docker/Dockerfile")
+            BuildRecord(
+                image=plan.tags.image,
+                version=plan.tags.version,
+                tags=list(plan.tags.tag_names),
+                platforms=["linux/amd64"],
+                revision=plan.context.sha,
+                ref=plan.context.ref,
+                cached_steps=3,
+                total_steps=9,
+                sizes={"linux/amd64": 52_000_000},
+                built_at="2026-11-29T18:00:00Z",
+            ).write(plan.record_path)
+            return {"platforms": ["linux/amd64"]}
+
+        def scan() -> Mapping[str, Any]:
+            summary.scan_counts = {"CRITICAL": 0, "HIGH": 2}
+            if fail == "scan":
+                raise GateError("image scan failed: 2 HIGH")
+            return {"scan": "passed (HIGH 2)"}
+
+        def ok(facts: Mapping[str, Any]) -> Callable[[], Mapping[str, Any]]:
+            return lambda: facts
+
+        return {
+            "build": build,
+            "test": ok({"detail": "9 checks passed"}),
+            "scan": scan,
+            "push": ok({"digest": DIGEST, "pushed": True}),
+            "sign": ok({"signed": "verified (key)"}),
+        }
+
+    return factory
+
+
+def publish_with(
+    tmp_path: Path, fail: str = "", environ: Mapping[str, str] | None = None, **flags: Any
+) -> Summary:
+    return publish(
+        PublishRequest(ref="main", sha=SHA, **flags),
+        root=tmp_path,
+        settings=publish_settings(tmp_path),
+        environ={"COSIGN_KEY": "cosign.key"} if environ is None else environ,
+        cwd=ROOT,
+        log=lambda _: None,
+        steps=fake_steps(fail),
+        clock=ticking(),
+    )
+
+
+def history_lines(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+
+
+def test_a_successful_publish_appends_one_history_line_from_its_build_record(
+    tmp_path: Path,
+) -> None:
+    summary = publish_with(tmp_path)
+    assert summary.ok and summary.pushed
+    [entry] = history_lines(tmp_path)
+    assert entry == {
+        "result": "success",
+        "kind": "publish",
+        "when": "2026-11-29T18:00:00Z",
+        "commit": SHA,
+        "ref": "refs/heads/main",
+        "image": "127.0.0.1:5000/test/history",
+        "version": "dev-main-6f3e8fa",
+        "tags": ["latest", "main-6f3e8fa"],
+        "steps": {"build": 1.5, "test": 1.5, "scan": 1.5, "push": 1.5, "sign": 1.5},
+        "cached_steps": 3,
+        "total_steps": 9,
+        "sizes": {"linux/amd64": 52_000_000},
+        "scan": {"CRITICAL": 0, "HIGH": 2},
+        "error": "",
+    }
+
+
+def test_a_failed_scan_appends_one_failure_line_with_the_error(tmp_path: Path) -> None:
+    summary = publish_with(tmp_path, fail="scan")
+    assert isinstance(summary.failure, GateError)
+    [entry] = history_lines(tmp_path)
+    assert entry["result"] == "failure"
+    assert entry["error"] == "image scan failed: 2 HIGH"
+    assert entry["steps"] == {"build": 1.5, "test": 1.5, "scan": 1.5}
+    assert entry["scan"] == {"CRITICAL": 0, "HIGH": 2}
+
+
+def test_a_failed_build_is_recorded_from_its_tags_not_from_an_earlier_record(
+    tmp_path: Path,
+) -> None:
+    BuildRecord(image="old", version="0.9.0", tags=["0.9.0"], platforms=[]).write(
+        tmp_path / "image.toml"
+    )
+    summary = publish_with(tmp_path, fail="build")
+    assert summary.failure is not None and summary.pushed is False
+    [entry] = history_lines(tmp_path)
+    assert (entry["result"], entry["image"], entry["version"], entry["commit"]) == (
+        "failure",
+        "127.0.0.1:5000/test/history",
+        "dev-main-6f3e8fa",
+        SHA,
+    )
+    assert entry["tags"] == ["latest", "main-6f3e8fa"]
+    assert entry["error"] == "no Dockerfile at docker/Dockerfile"
+    assert entry["steps"] == {"build": 1.5} and entry["scan"] is None
+
+
+def test_each_run_appends_exactly_one_line_and_a_refused_run_none(tmp_path: Path) -> None:
+    publish_with(tmp_path)
+    publish_with(tmp_path, push=False)
+    assert [list(e["steps"]) for e in history_lines(tmp_path)] == [
+        ["build", "test", "scan", "push", "sign"],
+        ["build", "test", "scan"],
+    ]
+    with pytest.raises(UsageError, match="no signing key is set"):
+        publish_with(tmp_path, environ={})
+    assert len(history_lines(tmp_path)) == 2

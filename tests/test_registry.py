@@ -8,7 +8,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from faultproxy import FaultProxy, build_image, remove_images
@@ -24,10 +24,12 @@ from pipeline.registry import (
     RetryPolicy,
     TransientRegistryError,
     call_with_retry,
+    client_for,
     credentials_for,
     digest_of,
     is_loopback,
     parse_reference,
+    retry_policy,
 )
 
 FAST = RetryPolicy(attempts=4, max_seconds=10, initial=0.01, max_wait=0.05, jitter=0.01)
@@ -370,3 +372,33 @@ def test_a_blob_redirect_to_another_host_does_not_carry_the_token(token_registry
     client = RegistryClient(token_registry, credentials=Credentials("bot", "s3cret"), retry=FAST)
     assert client.blob("acme/app", digest_of(BLOB)) == BLOB
     assert TokenRegistry.hits[-1] == "/storage/blob"
+
+
+@pytest.mark.parametrize(
+    ("extra", "environ", "expected"),
+    [
+        ({}, {}, RetryPolicy()),
+        ({"retry": {"attempts": 3}}, {}, RetryPolicy(attempts=3)),
+        (
+            {"retry": {"attempts": 3, "max_seconds": 20}},
+            {"REGISTRY_RETRY_ATTEMPTS": "7", "REGISTRY_RETRY_SECONDS": "5"},
+            RetryPolicy(attempts=7, max_seconds=5.0),
+        ),
+        ({"retry": {"attempts": 3}}, {"REGISTRY_RETRY_ATTEMPTS": ""}, RetryPolicy(attempts=3)),
+    ],
+)
+def test_the_retry_policy_comes_from_settings_then_the_environment(
+    extra: dict[str, Any], environ: dict[str, str], expected: RetryPolicy
+) -> None:
+    assert retry_policy(extra, environ) == expected
+
+
+def test_a_client_for_a_host_takes_its_credentials_and_retries_from_what_it_is_given() -> None:
+    client = client_for(
+        "ghcr.io",
+        extra={"retry": {"attempts": 2}},
+        environ={"GITHUB_TOKEN": "t0ken", "GITHUB_ACTOR": "octo"},
+    )
+    assert client.credentials == Credentials("octo", "t0ken")
+    assert client.retry == RetryPolicy(attempts=2)
+    assert client_for("127.0.0.1:5000", extra={}, environ={}).credentials is None
