@@ -123,9 +123,9 @@ def _tag_policy(raw: Mapping[str, Any]) -> TagPolicy:
         default_branch=str(raw.get("default_branch", "main")),
         latest=latest,
         sha_length=sha_length,
-        prefix_v=_bool(raw.get("prefix_v", True), "prefix_v"),
-        major=_bool(raw.get("major", True), "major"),
-        minor=_bool(raw.get("minor", True), "minor"),
+        prefix_v=parse_bool(raw.get("prefix_v", True), "[tool.pipeline.tags] prefix_v"),
+        major=parse_bool(raw.get("major", True), "[tool.pipeline.tags] major"),
+        minor=parse_bool(raw.get("minor", True), "[tool.pipeline.tags] minor"),
     )
 
 
@@ -136,8 +136,9 @@ def _int(value: Any, key: str) -> int:
         raise ConfigError(f"[tool.pipeline.tags] {key}: {value!r} is not an integer") from None
 
 
-def _bool(value: Any, key: str) -> bool:
-    """Booleans as TOML gives them, or as strings from INVOKE_* variables."""
+def parse_bool(value: Any, key: str) -> bool:
+    """Booleans as TOML gives them, or as strings from INVOKE_* variables; ``key`` names the
+    setting in the error."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -145,4 +146,4 @@ def _bool(value: Any, key: str) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ConfigError(f"[tool.pipeline.tags] {key}: {value!r} is not a boolean")
+    raise ConfigError(f"{key}: {value!r} is not a boolean")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.config import parse_bool
 from pipeline.errors import (
     ConfigError,
     EngineError,
@@ -680,21 +681,12 @@ def scan_settings(extra: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"[tool.pipeline.scan] unknown key {unknown[0]!r}")
     return {
         "severity": raw.get("severity", "HIGH,CRITICAL"),
-        "ignore_unfixed": _bool(raw.get("ignore_unfixed", True), "ignore_unfixed"),
+        "ignore_unfixed": parse_bool(
+            raw.get("ignore_unfixed", True), "[tool.pipeline.scan] ignore_unfixed"
+        ),
         "require": raw.get("require", ""),
         "ignore_file": str(raw.get("ignore_file", ".scanignore.toml")),
         "output_dir": str(raw.get("output_dir", "build/scan")),
         "db_dir": str(raw.get("db_dir", "")),
-        "db_update": _bool(raw.get("db_update", True), "db_update"),
+        "db_update": parse_bool(raw.get("db_update", True), "[tool.pipeline.scan] db_update"),
     }
-
-
-def _bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"[tool.pipeline.scan] {key}: {value!r} is not a boolean")
