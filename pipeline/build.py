@@ -31,6 +31,7 @@ CA_SECRET_ID = "ca"
 BASE_ARG = "BASE_IMAGE"
 DOCKER_HUB = "docker.io"
 CONTEXT_LIMIT = 1_000_000
+DIGESTS_DIR = "build/digests"
 _UNITS = {"B": 1, "kB": 1000, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**20, "GB": 10**9}
 
 
@@ -70,6 +71,8 @@ class BuildOptions:
     build_args: tuple[str, ...] = ()
     progress: str = "auto"
     no_cache: bool = False
+    push_by_digest: bool = False
+    digests_dir: str = DIGESTS_DIR
 
 
 @dataclass(frozen=True)
@@ -116,11 +119,24 @@ class BuildPlan:
     progress: str = "auto"
     no_cache: bool = False
     base: BaseImage | None = None
+    image: str = ""
+    push_by_digest: bool = False
+    # buildx's docker driver cannot push by digest: build into the local (containerd) store under
+    # ``store_tag``, then upload that index by digest (``pipeline.ocipush``).
+    via_store: bool = False
+
+    @property
+    def store_tag(self) -> str:
+        """The local-only tag of a push by digest through the store (removed afterwards)."""
+        platform = digest_file_name(self.platforms[0]) if self.platforms else "image"
+        return f"{self.image}:pipeline-digest-{platform}"
 
     @property
     def provenance(self) -> dict[str, str] | bool:
-        """Pushed images carry max-mode provenance; the local store needs none."""
-        return {"mode": "max"} if self.push else False
+        """Max-mode provenance, pushed directly or kept through the (containerd) local store
+        until ``docker.push``. Provenance records the invocation, so it differs per build: the
+        image manifests it describes are what two builds of one commit share."""
+        return {"mode": "max"} if (self.push or self.load) else False
 
     def buildx_options(self) -> dict[str, Any]:
         """Keyword arguments of python-on-whales' ``docker.buildx.build`` (without context,
@@ -138,6 +154,17 @@ class BuildPlan:
             "secrets": list(self.secrets),
             "cache": not self.no_cache,
         }
+        if self.push_by_digest:
+            # One platform's image, pushed under its digest only: no tag is written until
+            # ``docker.merge`` joins every platform into the tagged index.
+            options["push"] = False
+            if self.via_store:
+                options["tags"] = [self.store_tag]
+                options["load"] = True
+            else:
+                options["tags"] = []
+                options["load"] = False
+                options["output"] = digest_output(self.image)
         if self.cache.imports:
             options["cache_from"] = [dict(entry) for entry in self.cache.imports]
         if self.cache.export is not None:
@@ -158,9 +185,11 @@ def plan_build(
     environ: Mapping[str, str],
     host_platform: str,
     base: BaseImage | None,
+    source_date_epoch: int | None = None,
 ) -> BuildPlan:
     """Flags, settings, tags and the environment's facts become a plan; bad input is a
-    ``UsageError`` before anything runs."""
+    ``UsageError`` before anything runs. ``source_date_epoch`` (the commit time) pins the
+    image's timestamps, so two builds of one commit give the same image manifests."""
     if options.progress not in PROGRESS:
         raise UsageError(f"--progress {options.progress!r}: expected one of {', '.join(PROGRESS)}")
     dockerfile = (root / settings.dockerfile).resolve()
@@ -175,9 +204,23 @@ def plan_build(
     if base is not None:
         build_args[BASE_ARG] = base.reference
         labels.update(base.labels)
+    if source_date_epoch is not None:
+        build_args.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch))
     push = options.push
     load = options.load or not options.push
     platforms = choose_platforms(options.platforms, settings, environ, host_platform)
+    if options.push_by_digest:
+        if not options.push:
+            raise UsageError("--push-by-digest needs --push", hint="add --push")
+        if options.load:
+            raise UsageError("--push-by-digest cannot --load: the image goes to the registry only")
+        if len(platforms) != 1:
+            raise UsageError(
+                f"--push-by-digest builds one platform per job, not {len(platforms)} "
+                f"({', '.join(platforms)})",
+                hint="pass a single --platform; `invoke docker.merge` joins the digests",
+            )
+        load = False
     return BuildPlan(
         context=context,
         dockerfile=dockerfile,
@@ -196,7 +239,35 @@ def plan_build(
         progress=options.progress,
         no_cache=options.no_cache,
         base=base,
+        image=tags.image,
+        push_by_digest=options.push_by_digest,
     )
+
+
+def digest_output(image: str) -> dict[str, str]:
+    """buildx's ``--output`` for one platform pushed by digest (no tag), for ``docker.merge``."""
+    return {
+        "type": "image",
+        "name": image,
+        "push-by-digest": "true",
+        "name-canonical": "true",
+        "push": "true",
+    }
+
+
+def digest_file_name(platform: str) -> str:
+    """``linux/arm64`` -> ``linux-arm64``: the file a per-platform digest is written to."""
+    return platform.replace("/", "-")
+
+
+def write_digest_file(directory: Path, platform: str, digest: str) -> Path:
+    """Write ``digest`` to ``directory/<os>-<arch>`` (a workflow uploads it as an artifact)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / digest_file_name(platform)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(digest + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def choose_platforms(
@@ -638,6 +709,22 @@ def resolve_base(name: str, mirrors: Sequence[str]) -> BaseImage:
     return BaseImage(qualified_name(name), digest)
 
 
+def push_from_store(plan: BuildPlan, settings: Settings, environ: Mapping[str, str]) -> str:
+    """Upload the image built into the local store under ``plan.store_tag`` by digest only;
+    returns its index digest."""
+    from pipeline import engine
+    from pipeline.ocipush import push_layout
+    from pipeline.push import local_digest
+    from pipeline.registry import client_for, parse_reference
+
+    digest = local_digest(plan.store_tag)
+    files, _ = engine.saved_blobs(engine.save_stream(plan.store_tag), keep=lambda name, size: True)
+    ref = parse_reference(plan.image)
+    client = client_for(ref.host, extra=settings.extra, environ=environ)
+    push_layout(files, digest, client, ref.repository, log=lambda line: None)
+    return digest
+
+
 def run_build(
     *,
     root: Path,
@@ -661,6 +748,7 @@ def run_build(
         environ=environ,
         host_platform=daemon.platform,
         base=base,
+        source_date_epoch=build_context.commit_time,
     )
     missing = [p for p in plan.platforms if not platform_supported(p, builder.platforms)]
     if missing:
@@ -669,6 +757,8 @@ def run_build(
             f"(it builds {', '.join(builder.platforms) or 'nothing'})",
             hint="install QEMU binfmt handlers, use another --builder, or drop that --platform",
         )
+    if plan.push_by_digest and builder.driver == "docker":
+        plan = replace(plan, via_store=True)
     if plan.load:
         problem = load_problem(
             plan.platforms, builder.driver, daemon.containerd_store, builder.name
@@ -686,7 +776,13 @@ def run_build(
 
     wall = time.time()
     started = time.monotonic()
-    output = engine.build(plan.context, plan.buildx_options(), on_line=display(plan.progress))
+    try:
+        output = engine.build(plan.context, plan.buildx_options(), on_line=display(plan.progress))
+        if plan.via_store:
+            output.metadata["containerimage.digest"] = push_from_store(plan, settings, environ)
+    finally:
+        if plan.via_store:
+            engine.remove_images([plan.store_tag])
     duration = time.monotonic() - started
     if stamp is not None:
         prune_local_cache(stamp[0].parent, older_than=wall)
@@ -694,6 +790,16 @@ def run_build(
     progress = read_progress(output.lines)
     digest = str(output.metadata.get("containerimage.digest", ""))
     reference = plan.tags[0]
+    extra: dict[str, Any] = {}
+    if plan.push_by_digest:
+        if not digest.startswith("sha256:"):
+            raise EngineError(
+                f"buildx reported no digest for {plan.image} ({plan.platforms[0]})",
+                hint="check the build output; the push by digest cannot be merged without it",
+            )
+        reference = f"{plan.image}@{digest}"
+        written = write_digest_file(root / options.digests_dir, plan.platforms[0], digest)
+        extra = {"push_by_digest": True, "digest_file": str(written)}
     if plan.push:
         sizes = engine.registry_sizes(reference)
     else:
@@ -727,6 +833,7 @@ def run_build(
             "target": plan.target or "",
             "context_bytes": progress.context_bytes or 0,
             "dockerfile": settings.dockerfile,
+            **extra,
         },
     )
     if record_path is not None:

@@ -293,14 +293,34 @@ def test_docker_build_builds_each_platform_on_its_own_runner_with_its_own_cache_
 
 def test_pull_requests_never_reach_the_job_that_logs_in_and_pushes() -> None:
     jobs = workflow("docker-build.yml")["jobs"]
-    assert jobs["publish"]["if"] == "${{ github.event_name != 'pull_request' }}"
+    not_pr = "${{ github.event_name != 'pull_request' }}"
+    assert jobs["publish"]["if"] == not_pr
     pushing = [
         job_id
         for job_id, job in jobs.items()
         for s in job.get("steps", [])
         if s.get("uses") == "./actions/publish" and s.get("with", {}).get("push") != "false"
     ]
-    assert pushing == ["publish"]
+    assert pushing == []
+    # The per-platform jobs also run for pull requests: each step that logs in or pushes (by
+    # digest) is skipped for them; only the publish job merges, tags and signs.
+    build = jobs["build"]["steps"]
+    logs_in_or_pushes = [
+        s
+        for s in build
+        if "login-action" in s.get("uses", "")
+        or "--push" in s.get("run", "")
+        or "upload-artifact" in s.get("uses", "")
+    ]
+    assert len(logs_in_or_pushes) == 3
+    assert {s.get("if") for s in logs_in_or_pushes} == {not_pr}
+    merging = [
+        job_id
+        for job_id, job in jobs.items()
+        for s in job.get("steps", [])
+        if re.search(r"invoke docker\.(merge|sign)\b", s.get("run", ""))
+    ]
+    assert merging == ["publish", "publish"]
 
 
 def test_ci_runs_the_same_tasks_as_a_developer_on_pushes_and_pull_requests() -> None:

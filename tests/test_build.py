@@ -191,7 +191,7 @@ def test_a_ca_variable_naming_no_file_is_a_usage_error(tmp_path: Path) -> None:
 # --- the whole plan ---
 
 
-def test_a_local_build_loads_without_provenance_and_pins_the_base(tmp_path: Path) -> None:
+def test_a_local_build_loads_with_provenance_and_pins_the_base(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("pem")
     result = plan(
@@ -220,13 +220,38 @@ def test_a_local_build_loads_without_provenance_and_pins_the_base(tmp_path: Path
         },
         "push": False,
         "load": True,
-        "provenance": False,
+        "provenance": {"mode": "max"},
         "sbom": False,
         "secrets": [f"id=ca,src={bundle}"],
         "cache": True,
         "target": "runtime",
     }
     assert result.context == ROOT
+
+
+def test_the_commit_time_pins_the_image_timestamps_unless_given() -> None:
+    pinned = plan_build(
+        root=ROOT,
+        settings=SETTINGS,
+        tags=TAGS,
+        options=BuildOptions(cache="none"),
+        environ={},
+        host_platform="linux/amd64",
+        base=BASE,
+        source_date_epoch=1795166130,
+    )
+    assert pinned.build_args["SOURCE_DATE_EPOCH"] == "1795166130"
+    given = plan_build(
+        root=ROOT,
+        settings=SETTINGS,
+        tags=TAGS,
+        options=BuildOptions(cache="none", build_args=("SOURCE_DATE_EPOCH=5",)),
+        environ={},
+        host_platform="linux/amd64",
+        base=BASE,
+        source_date_epoch=1795166130,
+    )
+    assert given.build_args["SOURCE_DATE_EPOCH"] == "5"
 
 
 def test_a_push_attaches_max_mode_provenance_and_does_not_load() -> None:
