@@ -19,7 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline import engine
-from pipeline.build import BuildOptions, context_size, image_tags, mirror_reference, run_build
+from pipeline.build import (
+    BuildOptions,
+    base_name,
+    context_size,
+    image_tags,
+    mirror_reference,
+    run_build,
+)
 from pipeline.config import Settings
 from pipeline.containertest import CONFIG_PATH, GATEWAY_PORT, gateway_config
 from pipeline.record import BuildRecord
@@ -115,7 +122,7 @@ def run_bench(
             platforms=("linux/amd64", "linux/arm64"),
         )
         base = engine.registry_sizes(
-            mirror_reference(settings.base_image, engine.daemon_info().mirrors)
+            mirror_reference(base_name(settings, root), engine.daemon_info().mirrors)
         )
         latest = changes[-1]  # the image the tags now name
         added = (latest.sizes[host] - base[host]) / 1e6

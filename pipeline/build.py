@@ -688,6 +688,27 @@ def preflight(
     return daemon, builder
 
 
+def dockerfile_base(text: str) -> str:
+    """The default of ``ARG BASE_IMAGE=...`` in a Dockerfile, or ``""``."""
+    match = re.search(rf"^\s*ARG\s+{BASE_ARG}=(\S+)\s*$", text, flags=re.MULTILINE)
+    return match.group(1).strip("\"'") if match else ""
+
+
+def base_name(settings: Settings, root: Path) -> str:
+    """The base to build on: ``[tool.pipeline] base_image`` when set, else the Dockerfile's
+    own pinned ``ARG BASE_IMAGE`` default (what dependabot keeps current)."""
+    if settings.base_image.strip():
+        return settings.base_image.strip()
+    dockerfile = root / settings.dockerfile
+    name = dockerfile_base(dockerfile.read_text(encoding="utf-8")) if dockerfile.is_file() else ""
+    if not name:
+        raise UsageError(
+            f"no base image: {settings.dockerfile} has no `ARG {BASE_ARG}=` default",
+            hint="add one (pinned by digest), or set [tool.pipeline] base_image",
+        )
+    return name
+
+
 def resolve_base(name: str, mirrors: Sequence[str]) -> BaseImage:
     """The base's index digest, read from the registry the daemon pulls it from."""
     from pipeline import engine
@@ -739,7 +760,7 @@ def run_build(
     from pipeline import engine
 
     daemon, builder = preflight(options, settings, root)
-    base = resolve_base(settings.base_image, daemon.mirrors)
+    base = resolve_base(base_name(settings, root), daemon.mirrors)
     plan = plan_build(
         root=root,
         settings=settings,

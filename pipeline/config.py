@@ -71,7 +71,8 @@ class Settings:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # The image the Dockerfile builds FROM (its ARG BASE_IMAGE): resolved to its digest before
     # each build and recorded in the image's base.name/base.digest labels.
-    base_image: str = "python:3.11-slim"
+    # Empty: the Dockerfile's `ARG BASE_IMAGE` default, pinned by digest (dependabot bumps it).
+    base_image: str = ""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Settings:

@@ -3,6 +3,7 @@ Dockerfile's lint and the build context's size."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ from pipeline.build import (
     BaseImage,
     BuildOptions,
     CacheSpec,
+    base_name,
     ca_secrets,
     cache_is_current,
     cache_spec,
     choose_platforms,
     context_files,
     context_size,
+    dockerfile_base,
     ignored,
     inputs_digest,
     load_problem,
@@ -535,3 +538,35 @@ def test_a_local_cache_is_current_only_for_the_same_inputs_and_with_its_index(
     (tmp_path / "index.json").write_text("{}")
     assert cache_is_current(tmp_path, "abc") is True
     assert cache_is_current(tmp_path, "def") is False
+
+
+# --- the base image ---
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("ARG BASE_IMAGE=py:3@sha256:ab\nFROM ${BASE_IMAGE}\n", "py:3@sha256:ab"),
+        ('  ARG BASE_IMAGE="python:3.12-slim"\n', "python:3.12-slim"),
+        ("ARG OTHER=x\nFROM python\n", ""),
+    ],
+)
+def test_the_dockerfile_names_its_base_in_an_arg_default(text: str, name: str) -> None:
+    assert dockerfile_base(text) == name
+
+
+def test_the_projects_dockerfile_pins_its_base_by_digest() -> None:
+    name = base_name(Settings(), ROOT)
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", name)
+
+
+def test_the_base_image_setting_overrides_the_dockerfile(tmp_path: Path) -> None:
+    assert base_name(Settings(base_image="python:3.11-slim"), ROOT) == "python:3.11-slim"
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    with pytest.raises(UsageError) as caught:
+        base_name(Settings(), tmp_path)
+    assert caught.value.one_line() == (
+        "no base image: docker/Dockerfile has no `ARG BASE_IMAGE=` default: "
+        "add one (pinned by digest), or set [tool.pipeline] base_image"
+    )
