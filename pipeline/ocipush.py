@@ -10,7 +10,6 @@ with exactly the bytes of the local index and no tag at all.
 from __future__ import annotations
 
 import json
-import urllib.parse
 from collections.abc import Callable, Mapping
 
 from pipeline.errors import RegistryError
@@ -18,7 +17,6 @@ from pipeline.registry import (
     INDEX_TYPES,
     OCI_MANIFEST,
     Manifest,
-    NotFoundError,
     RegistryClient,
     digest_of,
 )
@@ -94,41 +92,6 @@ def upload_order(top: str, blobs: Mapping[str, bytes]) -> tuple[list[str], list[
     return plain, manifests
 
 
-def upload_blob(client: RegistryClient, repository: str, digest: str, data: bytes) -> bool:
-    """Monolithic blob upload (POST then PUT ?digest=); False if the repository has it."""
-    scope = f"repository:{repository}:pull,push"
-    try:
-        client._call(  # the retrying, authenticating request
-            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope, what=f"check {digest[:19]}"
-        )
-        return False
-    except NotFoundError:
-        pass
-    started = client._call(
-        "POST",
-        f"/v2/{repository}/blobs/uploads/",
-        body=b"",
-        scope=scope,
-        what=f"start the upload of {digest[:19]} to {client.host}/{repository}",
-    )
-    location = started.header("Location")
-    if not location:
-        raise RegistryError(f"{client.host}/{repository}: the upload has no Location")
-    parsed = urllib.parse.urlsplit(location)
-    query = (parsed.query + "&" if parsed.query else "") + urllib.parse.urlencode(
-        {"digest": digest}
-    )
-    client._call(
-        "PUT",
-        f"{parsed.path}?{query}",
-        headers={"Content-Type": "application/octet-stream"},
-        body=data,
-        scope=scope,
-        what=f"upload {digest[:19]} to {client.host}/{repository}",
-    )
-    return True
-
-
 def push_layout(
     files: Mapping[str, bytes],
     top: str,
@@ -139,7 +102,7 @@ def push_layout(
     """Upload the index ``top`` of a saved OCI layout by digest; returns ``top``."""
     blobs = layout_blobs(files)
     plain, manifests = upload_order(top, blobs)
-    uploaded = sum(upload_blob(client, repository, d, blobs[d]) for d in plain)
+    uploaded = sum(client.upload_blob(repository, d, blobs[d]) for d in plain)
     for manifest in manifests:
         client.put_manifest(repository, manifest.digest, manifest)
     log(

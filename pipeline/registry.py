@@ -464,6 +464,40 @@ class RegistryClient:
             raise RegistryError(f"blob {digest} of {self.host}/{repository}: corrupt content")
         return resp.body
 
+    def upload_blob(self, repository: str, digest: str, data: bytes) -> bool:
+        """Monolithic blob upload (POST then PUT ?digest=); False if the repository has it."""
+        scope = f"repository:{repository}:pull,push"
+        try:
+            self._call(
+                "HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope, what=f"check {digest[:19]}"
+            )
+            return False
+        except NotFoundError:
+            pass
+        started = self._call(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            body=b"",
+            scope=scope,
+            what=f"start the upload of {digest[:19]} to {self.host}/{repository}",
+        )
+        location = started.header("Location")
+        if not location:
+            raise RegistryError(f"{self.host}/{repository}: the upload has no Location")
+        parsed = urllib.parse.urlsplit(location)
+        query = (parsed.query + "&" if parsed.query else "") + urllib.parse.urlencode(
+            {"digest": digest}
+        )
+        self._call(
+            "PUT",
+            f"{parsed.path}?{query}",
+            headers={"Content-Type": "application/octet-stream"},
+            body=data,
+            scope=scope,
+            what=f"upload {digest[:19]} to {self.host}/{repository}",
+        )
+        return True
+
     def image_config(self, repository: str, ref: str, platform: str = "") -> dict[str, Any]:
         """The image config JSON (labels, created...) of a tag or digest; for an index, of the
         given platform, else linux/amd64, else the first platform."""

@@ -297,7 +297,9 @@ def context_for(ref: str) -> BuildContext:
 
 
 def push_by_digest(root: Path, image: str, platform: str) -> BuildRecord:
-    settings = Settings(image=image, dockerfile="Dockerfile", context=".")
+    settings = Settings(
+        image=image, dockerfile="Dockerfile", context=".", base_image="python:3.11-slim"
+    )
     context = context_for("refs/heads/main")
     result = run_build(
         root=root,
