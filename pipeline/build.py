@@ -133,10 +133,12 @@ class BuildPlan:
 
     @property
     def provenance(self) -> dict[str, str] | bool:
-        """Max-mode provenance, pushed directly or kept through the (containerd) local store
-        until ``docker.push``. Provenance records the invocation, so it differs per build: the
-        image manifests it describes are what two builds of one commit share."""
-        return {"mode": "max"} if (self.push or self.load) else False
+        """Max-mode provenance when buildx pushes. Loads into the local store carry none:
+        provenance records the invocation, so it differs per build, and an image that
+        ``docker.publish`` loads, tests, then pushes must keep the digest a re-run or another
+        machine reproduces (release tags are immutable). In Actions the publish job attests
+        the pushed digest's provenance instead (actions/attest-build-provenance)."""
+        return {"mode": "max"} if self.push else False
 
     def buildx_options(self) -> dict[str, Any]:
         """Keyword arguments of python-on-whales' ``docker.buildx.build`` (without context,

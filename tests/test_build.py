@@ -194,7 +194,7 @@ def test_a_ca_variable_naming_no_file_is_a_usage_error(tmp_path: Path) -> None:
 # --- the whole plan ---
 
 
-def test_a_local_build_loads_with_provenance_and_pins_the_base(tmp_path: Path) -> None:
+def test_a_local_build_loads_without_provenance_and_pins_the_base(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("pem")
     result = plan(
@@ -223,7 +223,7 @@ def test_a_local_build_loads_with_provenance_and_pins_the_base(tmp_path: Path) -
         },
         "push": False,
         "load": True,
-        "provenance": {"mode": "max"},
+        "provenance": False,
         "sbom": False,
         "secrets": [f"id=ca,src={bundle}"],
         "cache": True,
