@@ -22,6 +22,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -301,7 +302,15 @@ def push_image(ref: str, workdir: Path, **kw: object) -> str:
     """Build a tiny image, push it, drop the local copy; return its digest."""
     digest = build_image(ref, workdir, **kw)  # type: ignore[arg-type]
     try:
-        subprocess.run(["docker", "push", "--quiet", ref], check=True, capture_output=True)
+        for attempt in range(3):  # set-up, not the code under test: ride out a busy engine
+            done = subprocess.run(
+                ["docker", "push", "--quiet", ref], capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                break
+            time.sleep(1 + attempt)
+        else:
+            raise AssertionError(f"set-up push of {ref} failed: {done.stderr.strip()}")
     finally:
         remove_images(ref)
     return digest
