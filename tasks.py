@@ -84,23 +84,23 @@ def tags(
     format: str = "text",
 ) -> None:
     """Print the image tags, version and OCI labels for this commit or the given ref."""
-    from pipeline.context import resolve
     from pipeline.errors import UsageError
-    from pipeline.versioning import compute_tags
+    from pipeline.naming import image_tags
 
     with edge():
         if format not in ("text", "json", "github"):
             raise UsageError(f"--format {format!r}: expected text, json or github")
-        context = resolve(
+        _, result = image_tags(
             os.environ,
             Path.cwd(),
+            settings(c, image=image),
             event=event,
             ref=ref,
             sha=sha,
             pr=int(pr) if pr is not None else None,
             default_branch=default_branch,
+            released=released or (),
         )
-        result = compute_tags(context, settings(c, image=image), released or ())
         document = result.as_json()
         if format == "json":
             print(json.dumps(document, indent=2))
@@ -180,8 +180,9 @@ def docker_build(
     push_by_digest: bool = False,
 ) -> None:
     """Build the image with buildx (tags and labels of docker.tags) and write build/image.toml."""
-    from pipeline.build import BuildOptions, image_tags
+    from pipeline.build import BuildOptions
     from pipeline.history import build_with_history, history_path
+    from pipeline.naming import image_tags
 
     with edge():
         config = settings(c, image=image)
@@ -286,8 +287,9 @@ def docker_merge(
     """Merge per-platform digests into ONE tagged index (release tags immutable, moving last)."""
     from datetime import UTC, datetime
 
-    from pipeline.build import DIGESTS_DIR, image_tags
+    from pipeline.build import DIGESTS_DIR
     from pipeline.merge import merge_sources, merge_to_record, read_digests_dir, record_for
+    from pipeline.naming import image_tags
     from pipeline.registry import client_for, parse_reference
 
     with edge():

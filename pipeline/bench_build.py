@@ -23,12 +23,12 @@ from pipeline.build import (
     BuildOptions,
     base_name,
     context_size,
-    image_tags,
     mirror_reference,
     run_build,
 )
 from pipeline.config import Settings
 from pipeline.containertest import CONFIG_PATH, GATEWAY_PORT, gateway_config
+from pipeline.naming import image_tags
 from pipeline.record import BuildRecord
 
 COPY_IGNORE = (".git", ".venv", "build", ".mypy_cache", ".ruff_cache", ".pytest_cache")

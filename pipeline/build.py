@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
-from pipeline.context import BuildContext, resolve
+from pipeline.context import BuildContext
 from pipeline.errors import EngineError, UsageError
 from pipeline.record import BuildRecord
-from pipeline.versioning import LABEL, ImageTags, compute_tags
+from pipeline.versioning import LABEL, ImageTags
 
 if TYPE_CHECKING:
     from pipeline.engine import BuilderInfo, DaemonInfo
@@ -33,26 +33,6 @@ DOCKER_HUB = "docker.io"
 CONTEXT_LIMIT = 1_000_000
 DIGESTS_DIR = "build/digests"
 _UNITS = {"B": 1, "kB": 1000, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**20, "GB": 10**9}
-
-
-def image_tags(
-    environ: Mapping[str, str],
-    cwd: Path,
-    settings: Settings,
-    *,
-    event: str | None = None,
-    ref: str | None = None,
-    sha: str | None = None,
-    pr: int | None = None,
-    default_branch: str | None = None,
-    released: Iterable[str] = (),
-) -> tuple[BuildContext, ImageTags]:
-    """The build context, and the tags, version and labels ``docker.tags`` prints for it:
-    ``pipeline.context.resolve`` then ``pipeline.versioning.compute_tags``."""
-    context = resolve(
-        environ, cwd, event=event, ref=ref, sha=sha, pr=pr, default_branch=default_branch
-    )
-    return context, compute_tags(context, settings, released)
 
 
 # --- the plan (pure) ---

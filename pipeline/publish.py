@@ -288,7 +288,7 @@ def plan_publish(
 ) -> PublishPlan:
     """Tags (with the released versions when a release may take ``latest``), whether to push,
     and the signing key; refuses to push unsigned unless ``sign`` is off."""
-    from pipeline.build import image_tags
+    from pipeline.naming import image_tags
     from pipeline.registry import client_for, parse_reference
     from pipeline.sign import config_from_env
 

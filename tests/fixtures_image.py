@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import engine
-from pipeline.build import BuildOptions, image_tags, run_build
+from pipeline.build import BuildOptions, run_build
 from pipeline.config import Settings, invoke_defaults, load_pyproject
+from pipeline.naming import image_tags
 from pipeline.record import BuildRecord
 
 ROOT = Path(__file__).resolve().parent.parent

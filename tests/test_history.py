@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from pipeline import history
-from pipeline.build import BuildOptions, image_tags
+from pipeline.build import BuildOptions
 from pipeline.config import Settings, invoke_defaults, load_pyproject
 from pipeline.errors import EngineError
+from pipeline.naming import image_tags
 from pipeline.record import BuildRecord
 
 ROOT = Path(__file__).resolve().parent.parent
