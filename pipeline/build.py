@@ -104,6 +104,8 @@ class BuildPlan:
     # buildx's docker driver cannot push by digest: build into the local (containerd) store under
     # ``store_tag``, then upload that index by digest (``pipeline.ocipush``).
     via_store: bool = False
+    # ``[tool.pipeline] provenance``: max (every build arg and step), min, or off.
+    provenance_mode: str = "max"
 
     @property
     def store_tag(self) -> str:
@@ -113,12 +115,12 @@ class BuildPlan:
 
     @property
     def provenance(self) -> dict[str, str] | bool:
-        """Max-mode provenance when buildx pushes. Loads into the local store carry none:
-        provenance records the invocation, so it differs per build, and an image that
-        ``docker.publish`` loads, tests, then pushes must keep the digest a re-run or another
-        machine reproduces (release tags are immutable). In Actions the publish job attests
-        the pushed digest's provenance instead (actions/attest-build-provenance)."""
-        return {"mode": "max"} if self.push else False
+        """buildx's ``--provenance``: an SLSA provenance attestation per platform, on loads
+        and pushes alike (the containerd store keeps it; ``docker push`` uploads it). It
+        records the invocation, so each build's index digest differs even when its platform
+        manifests are identical: ``docker.push`` compares platform manifests, not the index,
+        to tell a re-run of the same image from another image."""
+        return {"mode": self.provenance_mode} if self.provenance_mode != "off" else False
 
     def buildx_options(self) -> dict[str, Any]:
         """Keyword arguments of python-on-whales' ``docker.buildx.build`` (without context,
@@ -223,7 +225,24 @@ def plan_build(
         base=base,
         image=tags.image,
         push_by_digest=options.push_by_digest,
+        provenance_mode=provenance_mode(settings.extra.get("provenance", "max")),
     )
+
+
+PROVENANCE_MODES = ("max", "min", "off")
+
+
+def provenance_mode(value: object) -> str:
+    """``[tool.pipeline] provenance`` (or ``INVOKE_DOCKER_PROVENANCE``): max, min or off."""
+    text = str(value).strip().lower()
+    if text in ("false", "0", "no"):
+        text = "off"
+    if text not in PROVENANCE_MODES:
+        raise UsageError(
+            f"[tool.pipeline] provenance: {value!r} is not one of {', '.join(PROVENANCE_MODES)}",
+            hint="max records every build argument and step; off attaches no attestation",
+        )
+    return text
 
 
 def digest_output(image: str) -> dict[str, str]:

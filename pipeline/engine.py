@@ -453,6 +453,42 @@ def layout_sizes(files: Mapping[str, bytes]) -> dict[str, int]:
     return sizes
 
 
+def layout_images(files: Mapping[str, bytes]) -> dict[str, str]:
+    """``{platform: manifest digest}`` of the image an OCI layout (``docker save``) holds,
+    attestation manifests left out (pure)."""
+    from pipeline.registry import index_images
+
+    def blob(digest: str) -> dict[str, Any]:
+        algorithm, _, hexdigest = digest.partition(":")
+        data = files.get(f"blobs/{algorithm}/{hexdigest}")
+        node = json.loads(data) if data else {}
+        return node if isinstance(node, dict) else {}
+
+    top = json.loads(files.get("index.json", b"{}") or b"{}")
+    for descriptor in top.get("manifests") or []:
+        digest = str(descriptor.get("digest", ""))
+        node = blob(digest)
+        if node.get("mediaType") in INDEX_TYPES or "manifests" in node:
+            return index_images(node)
+        if "layers" in node:
+            config = blob(str((node.get("config") or {}).get("digest", "")))
+            return {platform_of(config): digest}
+    return {}
+
+
+def local_images(reference: str, client: DockerClient | None = None) -> dict[str, str]:
+    """``{platform: manifest digest}`` of an image in the local (containerd) store, read from
+    its ``docker save`` OCI layout: seconds for a multi-platform image, so only asked for when
+    a registry tag already holds another index that may be the same image."""
+    kept, _ = saved_blobs(
+        save_stream(reference, client or docker()), keep=lambda name, size: size < 256 * 1024
+    )
+    images = layout_images(kept)
+    if not images:
+        raise EngineError(f"cannot read the image manifests of {reference} from the local store")
+    return images
+
+
 def cache_mount_ids(du_verbose: str, mount_id: str) -> list[str]:
     """Records of ``docker buildx du --verbose`` that are cache mounts whose id starts with
     ``mount_id`` (pure)."""

@@ -2,8 +2,10 @@
 
 Order, so nothing half-pushed or wrong is ever visible under a tag people use:
 
-1. pre-check the immutable release tags against the local index digest (a different digest:
-   refuse before anything is written; the same: that tag is a no-op);
+1. pre-check the immutable release tags against the local image (another image: refuse
+   before anything is written; the same: that tag is a no-op). "The same" is the same index,
+   or the same manifest for every platform under another index: each build's provenance
+   attestation makes a new index, so a re-run keeps the index (and signatures) already there;
 2. ``docker push`` the index once, under a staging tag that names this build only (its unique
    tag, its release tag, or its version), retried on transient faults;
 3. read the digest back from the registry, check the index holds every platform of the record,
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import CommandError, RegistryError
+from pipeline.errors import CommandError, EngineError, RegistryError
 from pipeline.proc import run
 from pipeline.record import BuildRecord
 from pipeline.registry import (
@@ -241,11 +243,13 @@ def push(
     latest_policy: str = "branch",
     inspect: Callable[[str], str] | None = None,
     before_moving: Callable[[str], None] | None = None,
+    images: Callable[[str], Mapping[str, str]] | None = None,
     log: Log = print,
 ) -> PushResult:
     """Push the record's image; see the module docstring for the order. ``before_moving``
     (e.g. signing) gets the digest once every platform and fixed tag is in place, before any
-    moving tag is written; if it raises, no moving tag moves."""
+    moving tag is written; if it raises, no moving tag moves. ``images`` reads the local
+    image's ``{platform: manifest digest}`` (default: its ``docker save`` layout)."""
     started = time.monotonic()
     ref = parse_reference(record.image)
     repo = ref.repository
@@ -254,11 +258,19 @@ def push(
     local = local_digest(record.reference, inspect)
     fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
     existing = {tag: client.digest(repo, tag) for tag in fixed}
-    if local:
-        _refuse_conflicts(record, plan_tags(record, local, existing).conflicts)
+    same = same_image(record, client, existing, local, images or _local_images)
+    target = same or local
+    if target:
+        _refuse_conflicts(record, plan_tags(record, target, existing).conflicts)
     stage = staging_tag(record)
     source = record.reference
-    if local and stage in record.immutable and existing.get(stage) == local:
+    if same:
+        held_by = next(tag for tag in fixed if existing.get(tag) == same)
+        log(
+            f"{record.image}:{held_by} already holds this image ({same}: the same platform "
+            "manifests, only the build's provenance differs): nothing to upload"
+        )
+    elif local and stage in record.immutable and existing.get(stage) == local:
         log(f"{record.image}:{stage} is already at {local}: nothing to upload")
     else:
         if stage not in record.tags:
@@ -271,9 +283,9 @@ def push(
         )
         if stage not in record.tags:
             docker(["image", "rm", f"{record.image}:{stage}"], None)
-    manifest = client.manifest(repo, stage)
+    manifest = client.manifest(repo, same or stage)
     digest = manifest.digest
-    if local and digest != local:
+    if local and not same and digest != local:
         log(f"note: the registry stored {digest}, the local index is {local}")
     platforms = _platforms(client, repo, manifest)
     missing = [p for p in record.platforms if p not in platforms]
@@ -306,6 +318,39 @@ def push(
         attestations=len(manifest.attestations()) if manifest.is_index else 0,
         duration_s=round(time.monotonic() - started, 2),
     )
+
+
+def same_image(
+    record: BuildRecord,
+    client: RegistryClient,
+    existing: Mapping[str, str | None],
+    local: str,
+    images: Callable[[str], Mapping[str, str]],
+) -> str | None:
+    """The digest of an index one of the record's fixed tags already holds that is the SAME
+    image as the local one (the same manifest for every platform) under another index
+    digest, or None. Provenance records each build invocation, so a re-run of a release or
+    of a commit gives a new index around identical images: that is a re-run (keep the index
+    the registry has, and its signatures), not another image taking an immutable tag."""
+    repo = parse_reference(record.image).repository
+    candidates = [d for d in dict.fromkeys(existing.values()) if d and d != local]
+    if not candidates:
+        return None
+    mine = dict(images(record.reference))
+    for digest in candidates:
+        theirs = client.manifest(repo, digest)
+        if theirs.is_index and theirs.images() == mine:
+            return digest
+    return None
+
+
+def _local_images(reference: str) -> Mapping[str, str]:
+    from pipeline import engine
+
+    try:
+        return engine.local_images(reference)
+    except EngineError as exc:
+        raise RegistryError(exc.message, hint="run `invoke docker.build` first") from None
 
 
 def _short(exc: BaseException) -> str:

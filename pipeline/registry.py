@@ -291,6 +291,25 @@ class Response:
         return ""
 
 
+def index_images(index: Mapping[str, Any]) -> dict[str, str]:
+    """``{platform: digest}`` of the image manifests an OCI index lists (pure); attestation
+    manifests (``vnd.docker.reference.type``) and ``unknown`` platforms are left out."""
+    result: dict[str, str] = {}
+    for entry in index.get("manifests") or []:
+        annotations = entry.get("annotations") or {}
+        if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+            continue
+        platform = entry.get("platform") or {}
+        os_, arch = platform.get("os", ""), platform.get("architecture", "")
+        if not os_ or os_ == "unknown":
+            continue
+        text = f"{os_}/{arch}"
+        if platform.get("variant"):
+            text += f"/{platform['variant']}"
+        result[text] = str(entry.get("digest", ""))
+    return result
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A manifest's exact bytes, its media type and digest."""
@@ -309,20 +328,12 @@ class Manifest:
 
     def platforms(self) -> list[str]:
         """The image platforms of an index (attestation manifests left out)."""
-        result = []
-        for entry in self.json().get("manifests", []):
-            annotations = entry.get("annotations") or {}
-            if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
-                continue
-            platform = entry.get("platform") or {}
-            os_, arch = platform.get("os", ""), platform.get("architecture", "")
-            if not os_ or os_ == "unknown":
-                continue
-            text = f"{os_}/{arch}"
-            if platform.get("variant"):
-                text += f"/{platform['variant']}"
-            result.append(text)
-        return result
+        return list(self.images())
+
+    def images(self) -> dict[str, str]:
+        """``{platform: manifest digest}`` of an index's images, attestation manifests left
+        out: what identifies the image itself, whatever provenance a build attached."""
+        return index_images(self.json())
 
     def attestations(self) -> list[str]:
         """Digests of the buildx attestation manifests (provenance, SBOM) in an index."""

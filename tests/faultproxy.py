@@ -250,9 +250,12 @@ def build_image(
     base: str = "scratch",
     labels: Mapping[str, str] | None = None,
     extra_tags: Sequence[str] = (),
+    source_date_epoch: int | None = None,
 ) -> str:
     """Build a ``FROM <base>`` + one random file image for ``platforms`` into the local
-    (containerd) store, tagged ``tag`` (and ``extra_tags``); return its index digest."""
+    (containerd) store, tagged ``tag`` (and ``extra_tags``), with max-mode provenance; return
+    its index digest. ``source_date_epoch`` pins the image's timestamps, as ``docker.build``
+    does with the commit time."""
     import os
 
     context = workdir / f"ctx-{os.urandom(4).hex()}"
@@ -261,6 +264,8 @@ def build_image(
     (context / "Dockerfile").write_text(f"FROM {base}\nCOPY payload.bin /payload.bin\n")
     argv = ["docker", "buildx", "build", "--quiet", "--load"]
     argv += ["--platform", ",".join(platforms), "--provenance", "mode=max"]
+    if source_date_epoch is not None:
+        argv += ["--build-arg", f"SOURCE_DATE_EPOCH={source_date_epoch}"]
     for key, value in (labels or {}).items():
         argv += ["--label", f"{key}={value}"]
     for name in (tag, *extra_tags):

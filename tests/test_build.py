@@ -194,7 +194,7 @@ def test_a_ca_variable_naming_no_file_is_a_usage_error(tmp_path: Path) -> None:
 # --- the whole plan ---
 
 
-def test_a_local_build_loads_without_provenance_and_pins_the_base(tmp_path: Path) -> None:
+def test_a_local_build_loads_with_max_provenance_and_pins_the_base(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("pem")
     result = plan(
@@ -223,7 +223,7 @@ def test_a_local_build_loads_without_provenance_and_pins_the_base(tmp_path: Path
         },
         "push": False,
         "load": True,
-        "provenance": False,
+        "provenance": {"mode": "max"},
         "sbom": False,
         "secrets": [f"id=ca,src={bundle}"],
         "cache": True,
@@ -264,6 +264,47 @@ def test_a_push_attaches_max_mode_provenance_and_does_not_load() -> None:
         False,
         {"mode": "max"},
     )
+
+
+@pytest.mark.parametrize(
+    ("setting", "provenance"),
+    [
+        ("max", {"mode": "max"}),
+        ("min", {"mode": "min"}),
+        ("off", False),
+        ("false", False),
+        (False, False),
+        ("MAX", {"mode": "max"}),
+    ],
+)
+def test_the_provenance_setting_chooses_the_attestation(
+    setting: object, provenance: object
+) -> None:
+    settings = Settings.from_mapping({"image": SETTINGS.image, "provenance": setting})
+    result = plan_build(
+        root=ROOT,
+        settings=settings,
+        tags=TAGS,
+        options=BuildOptions(cache="none"),
+        environ={},
+        host_platform="linux/amd64",
+        base=BASE,
+    )
+    assert result.buildx_options()["provenance"] == provenance
+
+
+def test_an_unknown_provenance_setting_is_a_usage_error() -> None:
+    settings = Settings.from_mapping({"image": SETTINGS.image, "provenance": "full"})
+    with pytest.raises(UsageError, match=r"provenance: 'full' is not one of max, min, off"):
+        plan_build(
+            root=ROOT,
+            settings=settings,
+            tags=TAGS,
+            options=BuildOptions(cache="none"),
+            environ={},
+            host_platform="linux/amd64",
+            base=BASE,
+        )
 
 
 def test_push_and_load_together_do_both() -> None:

@@ -94,6 +94,35 @@ def test_a_single_platform_layout_takes_its_platform_from_the_config() -> None:
     assert engine.layout_sizes(files) == {"linux/amd64": 10}
 
 
+def test_a_layout_names_its_image_manifests_by_platform_without_attestations() -> None:
+    index = {
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"digest": "sha256:m1", "platform": {"os": "linux", "architecture": "amd64"}},
+            {"digest": "sha256:m2", "platform": {"os": "linux", "architecture": "arm64"}},
+            {
+                "digest": "sha256:att",
+                "platform": {"os": "unknown", "architecture": "unknown"},
+                "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+            },
+        ],
+    }
+    files = {
+        "index.json": json.dumps({"manifests": [{"digest": "sha256:idx"}]}).encode(),
+        "blobs/sha256/idx": json.dumps(index).encode(),
+    }
+    assert engine.layout_images(files) == {"linux/amd64": "sha256:m1", "linux/arm64": "sha256:m2"}
+
+
+def test_a_single_platform_layout_names_its_one_manifest() -> None:
+    files = {
+        "index.json": json.dumps({"manifests": [{"digest": "sha256:m"}]}).encode(),
+        "blobs/sha256/m": json.dumps({"config": {"digest": "sha256:c"}, "layers": []}).encode(),
+        "blobs/sha256/c": json.dumps({"os": "linux", "architecture": "arm64"}).encode(),
+    }
+    assert engine.layout_images(files) == {"linux/arm64": "sha256:m"}
+
+
 @pytest.mark.parametrize(
     ("stderr", "one_line"),
     [

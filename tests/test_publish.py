@@ -236,6 +236,12 @@ def test_publish_builds_tests_scans_pushes_and_signs_with_a_summary(
     repo = parse_reference(published).repository
     assert client.digest(repo, "latest") == digest
     assert f"sha256-{digest[7:]}.sig" in client.tags(repo)
+    index = client.manifest(repo, digest)
+    [attestation] = index.attestations()
+    [statement] = client.manifest(repo, attestation).json()["layers"]
+    provenance = json.loads(client.blob(repo, statement["digest"]))
+    assert provenance["subject"][0]["digest"]["sha256"] == index.images()["linux/amd64"][7:]
+    assert "buildConfig" in provenance["predicate"], "max mode records every build step"
     assert f"digest={digest}\n" in out.read_text()
     assert step_summary.read_text().count(f"| Digest | `{digest}` |") == 1
     record = BuildRecord.read(tmp_path / "image.toml")

@@ -241,6 +241,39 @@ def test_a_release_rerun_is_a_no_op_and_another_build_cannot_take_its_tag(
 
 
 @pytest.mark.engine
+def test_a_rebuild_of_a_released_image_keeps_the_released_index_and_uploads_nothing(
+    registry: str, scratch_repo: str, tmp_path: Path, images: list[str]
+) -> None:
+    record = release(image=scratch_repo)
+    payload = os.urandom(4096)
+    first_local = built(record, tmp_path, images, content=payload, source_date_epoch=1700000000)
+    client = RegistryClient(registry, retry=FAST)
+    repo = parse_reference(scratch_repo).repository
+    first = push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
+    before = tags_of(client, repo)
+    remove_images(*record.full_tags)
+    again_local = built(record, tmp_path, images, content=payload, source_date_epoch=1700000000)
+    assert again_local != first_local, "each build's provenance makes a new index"
+    uploads: list[Sequence[str]] = []
+
+    def docker(argv: Sequence[str], stdin: str | None) -> None:
+        uploads.append(argv)
+        docker_cli()(argv, stdin)
+
+    log: list[str] = []
+    again = push(record, client, docker=docker, retry=FAST, log=log.append)
+    assert again.digest == first.digest == first_local
+    assert again.unchanged == ["v1.2.3", "1.2.3"]
+    assert again.attestations == 2
+    assert [argv for argv in uploads if argv[0] == "push"] == []
+    assert (
+        f"{scratch_repo}:v1.2.3 already holds this image ({first_local}: the same platform "
+        "manifests, only the build's provenance differs): nothing to upload"
+    ) in log
+    assert tags_of(client, repo) == before
+
+
+@pytest.mark.engine
 def test_an_index_missing_a_platform_moves_no_tag(
     registry: str, scratch_repo: str, tmp_path: Path, images: list[str]
 ) -> None:

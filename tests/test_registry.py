@@ -168,6 +168,7 @@ def test_an_index_lists_its_platforms_without_attestations() -> None:
     manifest = Manifest(digest_of(body), "application/vnd.oci.image.index.v1+json", body)
     assert manifest.is_index
     assert manifest.platforms() == ["linux/amd64", "linux/arm/v7"]
+    assert manifest.images() == {"linux/amd64": "sha256:1", "linux/arm/v7": "sha256:2"}
     assert manifest.attestations() == ["sha256:3"]
 
 
