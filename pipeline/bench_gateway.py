@@ -24,6 +24,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -56,6 +57,8 @@ class Result:
     errors: int  # socket errors plus non-2xx/3xx responses
     note: str = ""
     cpu_us_per_request: float = float("nan")  # CPU (user+sys) of the proxy's processes
+    # CPU per request of what the proxy does not own: wrk, and the upstream server.
+    load_us_per_request: float = float("nan")
 
 
 # -- processes ------------------------------------------------------------------------
@@ -377,8 +380,10 @@ def wrk(
     connections: int,
     note: str = "",
     pid: int | None = None,
+    upstream_pid: int | None = None,
 ) -> Result:
-    """Run wrk against ``url``; with ``pid``, also the CPU that process tree used per request."""
+    """Run wrk against ``url``; with ``pid``, also the CPU that process tree used per request,
+    and with ``upstream_pid`` the CPU per request of wrk plus the upstream (the load)."""
     argv = [
         "wrk",
         "-t2",
@@ -390,6 +395,8 @@ def wrk(
         url,
     ]
     cpu_before = cpu_seconds(pid) if pid else 0.0
+    upstream_before = cpu_seconds(upstream_pid) if upstream_pid else 0.0
+    wrk_before = _children_cpu()
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=seconds + 30, check=False
@@ -398,11 +405,20 @@ def wrk(
     except subprocess.TimeoutExpired:
         return Result(label, url, 0.0, float("nan"), float("nan"), -1, "wrk timed out")
     cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
+    load = _children_cpu() - wrk_before
+    load += cpu_seconds(upstream_pid) - upstream_before if upstream_pid else float("nan")
     rps, p50, p99, errors = parse_wrk(output)
     total = re.search(r"(\d+) requests in", output)
     count = int(total.group(1)) if total else 0
     per_request = cpu / count * 1e6 if count and pid else float("nan")
-    return Result(label, url, rps, p50, p99, errors, note, per_request)
+    load_per_request = load / count * 1e6 if count else float("nan")
+    return Result(label, url, rps, p50, p99, errors, note, per_request, load_per_request)
+
+
+def _children_cpu() -> float:
+    """User+system CPU seconds of the children this process has waited for (wrk runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -435,10 +451,12 @@ def run(
                     f"server {{ listen 127.0.0.1:{up_port}; "
                     f'location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }} }}'
                 )
-                procs.start([nginx, "-c", str(_nginx_conf(workdir, server)), "-e", "stderr"])
+                upstream = procs.start(
+                    [nginx, "-c", str(_nginx_conf(workdir, server)), "-e", "stderr"]
+                )
                 upstream_note = "upstream: nginx"
             else:
-                procs.start([python, "-c", PY_UPSTREAM, str(up_port), BODY])
+                upstream = procs.start([python, "-c", PY_UPSTREAM, str(up_port), BODY])
                 upstream_note = "upstream: python"
             wait_http(f"http://127.0.0.1:{up_port}/")
 
@@ -450,7 +468,15 @@ def run(
                 wait_http(f"http://127.0.0.1:{port}/healthz")
                 url = f"http://127.0.0.1:{port}/"
                 results.append(
-                    wrk(f"gateway-{workers}w", url, seconds, connections, upstream_note, proc.pid)
+                    wrk(
+                        f"gateway-{workers}w",
+                        url,
+                        seconds,
+                        connections,
+                        upstream_note,
+                        proc.pid,
+                        upstream.pid,
+                    )
                 )
                 procs.stop(proc)
 
@@ -525,7 +551,33 @@ def _find(results: Sequence[Result], label: str) -> Result | None:
     return next((r for r in results if r.label == label and r.requests_per_sec > 0), None)
 
 
-def ratios(results: Sequence[Result]) -> list[tuple[str, float | None]]:
+def scaling_ceiling(one: Result | None, cpus: int, workers: int = 2) -> float | None:
+    """The best ``workers``/1 throughput ratio this machine allows, from the 1-worker run's
+    CPU per request: the gateway's (g) and the load's, wrk plus upstream (n). A worker is
+    one process, so it uses at most one CPU: T(w) = min(w / g, cpus / (g + n)). On 2 CPUs a
+    fast gateway leaves little for a second worker: with n = g / 2 the ceiling is 1.33."""
+    if one is None:
+        return None
+    g, n = one.cpu_us_per_request, one.load_us_per_request
+    if not (g > 0 and n >= 0):  # NaN-safe: unmeasured is no figure
+        return None
+
+    def throughput(w: int) -> float:
+        return min(w / g, cpus / (g + n))
+
+    return throughput(workers) / throughput(1)
+
+
+def cpu_ratio(a: Result | None, b: Result | None) -> float | None:
+    """CPU per request of ``a`` over ``b``: 1.0 means a second worker costs nothing extra."""
+    if a is None or b is None:
+        return None
+    value = a.cpu_us_per_request / b.cpu_us_per_request
+    return value if value == value else None
+
+
+def ratios(results: Sequence[Result], cpus: int | None = None) -> list[tuple[str, float | None]]:
+    cpus = cpus or os.cpu_count() or 1
     g1 = _find(results, "gateway-1w")
     g2 = _find(results, "gateway-2w")
     ngx = _find(results, "nginx-proxy")
@@ -535,7 +587,7 @@ def ratios(results: Sequence[Result]) -> list[tuple[str, float | None]]:
     def ratio(a: Result | None, b: Result | None) -> float | None:
         return a.requests_per_sec / b.requests_per_sec if a and b else None
 
-    out = [
+    out: list[tuple[str, float | None]] = [
         (f"gateway-1w / best python ({best_py.label if best_py else '-'})", ratio(g1, best_py)),
     ]
     for r in pythons:
@@ -545,6 +597,8 @@ def ratios(results: Sequence[Result]) -> list[tuple[str, float | None]]:
     out += [
         ("gateway-1w / floor-asyncio (featureless)", ratio(g1, floor)),
         ("gateway-2w / gateway-1w", ratio(g2, g1)),
+        (f"  ceiling of 2w / 1w on {cpus} CPUs, given the load's CPU", scaling_ceiling(g1, cpus)),
+        ("  gateway CPU per request, 2w / 1w", cpu_ratio(g2, g1)),
         ("gateway-1w / nginx-proxy", ratio(g1, ngx)),
     ]
     container = _find(results, "gateway-container-1w")
@@ -553,19 +607,20 @@ def ratios(results: Sequence[Result]) -> list[tuple[str, float | None]]:
     return out
 
 
-def format_table(results: Sequence[Result]) -> str:
+def format_table(results: Sequence[Result], cpus: int | None = None) -> str:
     lines = [
         f"{'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'cpu us/req':>10}  note"
+        f"{'cpu us/req':>10} {'load us/req':>11}  note"
     ]
     for r in results:
         lines.append(
             f"{r.label:<22} {r.requests_per_sec:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-            f"{r.errors:>7} {r.cpu_us_per_request:>10.1f}  {r.note}"
+            f"{r.errors:>7} {r.cpu_us_per_request:>10.1f} {r.load_us_per_request:>11.1f}  {r.note}"
         )
     lines.append("")
-    for name, value in ratios(results):
-        lines.append(f"{name:<44} {'n/a' if value is None else f'{value:.2f}'}")
+    lines.append("cpu us/req: the proxy's processes; load us/req: wrk and the upstream")
+    for name, value in ratios(results, cpus):
+        lines.append(f"{name:<54} {'n/a' if value is None else f'{value:.2f}'}")
     return "\n".join(lines)
 
 
