@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +61,44 @@ def time_process(
         if i >= warmup:
             samples.append(elapsed)
     return Timing(len(samples), min(samples), statistics.median(samples), max(samples))
+
+
+def fresh_bytecode(sources: Iterable[Path]) -> tuple[int, int]:
+    """How many of ``sources`` have bytecode in ``__pycache__`` that ``import`` would use as is
+    (not recompile from source), and how many sources there are."""
+    fresh = total = 0
+    for source in sources:
+        total += 1
+        try:
+            header = Path(importlib.util.cache_from_source(str(source))).read_bytes()[:16]
+            stat = source.stat()
+        except OSError:
+            continue
+        if len(header) < 16 or header[:4] != importlib.util.MAGIC_NUMBER:
+            continue
+        flags = int.from_bytes(header[4:8], "little")
+        if flags == 0:  # timestamp-based: the source's mtime and size
+            usable = header[8:16] == (
+                (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+                + (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+            )
+        elif flags & 0b10:  # hash-based, checked against the source
+            usable = header[8:16] == importlib.util.source_hash(source.read_bytes())
+        else:  # hash-based, unchecked
+            usable = True
+        fresh += usable
+    return fresh, total
+
+
+def compile_bytecode(paths: Iterable[Path]) -> bool:
+    """Write bytecode for ``paths`` (files, or directories of them) the way
+    ``uv sync --compile-bytecode`` does for dependencies; False if one does not compile."""
+    import compileall
+
+    ok = True
+    for path in paths:
+        if path.is_dir():
+            ok = bool(compileall.compile_dir(path, quiet=1)) and ok
+        else:
+            ok = bool(compileall.compile_file(path, quiet=1)) and ok
+    return ok

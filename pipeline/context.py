@@ -14,8 +14,9 @@ from typing import Any
 from pipeline.errors import ContextError, UsageError
 
 EVENTS = ("push", "pull_request", "pull_request_target", "workflow_dispatch", "schedule", "local")
-_SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
-_PR_REF = re.compile(r"^refs/pull/(\d+)/(?:merge|head)$")
+# Pattern strings: ``re`` compiles them on first use, so a run that never checks one never pays.
+_SHA = r"^[0-9a-fA-F]{7,64}$"
+_PR_REF = r"^refs/pull/(\d+)/(?:merge|head)$"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class BuildContext:
         payload = _read_payload(environ.get("GITHUB_EVENT_PATH", ""))
         pull = payload.get("pull_request") or {}
         pr_number = pull.get("number") or payload.get("number")
-        if pr_number is None and (match := _PR_REF.match(ref)):
+        if pr_number is None and (match := re.match(_PR_REF, ref)):
             pr_number = int(match.group(1))
         head_sha = (pull.get("head") or {}).get("sha")
         repo = payload.get("repository") or {}
@@ -82,23 +83,31 @@ class BuildContext:
 
     @classmethod
     def from_git(cls, path: Path) -> BuildContext:
-        """From the local checkout: branch, HEAD, dirtiness and commit time."""
-        sha = _git(path, "rev-parse", "HEAD")
-        if sha is None:
+        """From the local checkout: branch, HEAD, dirtiness and commit time.
+
+        Three ``git`` processes, run at once: ``status --porcelain=v2 --branch`` gives HEAD, the
+        branch and the dirtiness in one call; the commit time and the remote are one call each.
+        """
+        status, time, url = _git_all(
+            path,
+            ("status", "--porcelain=v2", "--branch", "--no-ahead-behind"),
+            ("show", "-s", "--format=%ct", "HEAD"),
+            ("remote", "get-url", "origin"),
+        )
+        head = _parse_status(path, status)
+        if head is None:
             raise ContextError(
                 f"{path} is not a git checkout with a commit",
                 hint="run inside the repository, or pass --ref and --sha",
             )
-        branch = _git(path, "symbolic-ref", "--short", "-q", "HEAD")
-        status = _git(path, "status", "--porcelain") or ""
-        time = _git(path, "show", "-s", "--format=%ct", "HEAD")
+        sha, branch, dirty = head
         return cls(
             event="local",
             ref=f"refs/heads/{branch}" if branch else "",
             sha=sha,
-            dirty=bool(status.strip()),
+            dirty=dirty,
             commit_time=int(time) if time and time.isdigit() else None,
-            source=_remote_url(path),
+            source=_https_url(url or ""),
         )
 
     def override(
@@ -166,7 +175,7 @@ def normalize_ref(ref: str) -> str:
 
 
 def check_sha(sha: str) -> str:
-    if not _SHA.match(sha):
+    if not re.match(_SHA, sha):
         raise UsageError(f"--sha {sha!r}: expected a hex commit id of at least 7 digits")
     return sha.lower()
 
@@ -202,8 +211,59 @@ def _git(path: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _remote_url(path: Path) -> str:
-    url = _git(path, "remote", "get-url", "origin") or ""
+def _git_all(path: Path, *commands: tuple[str, ...]) -> list[str | None]:
+    """Like ``_git`` for each command, the commands running concurrently."""
+    try:
+        running = [
+            subprocess.Popen(
+                ["git", "-C", str(path), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            for args in commands
+        ]
+    except FileNotFoundError:
+        return [None] * len(commands)
+    results: list[str | None] = []
+    for process in running:
+        stdout, _ = process.communicate()
+        results.append(stdout.strip() if process.returncode == 0 else None)
+    return results
+
+
+def _parse_status(path: Path, status: str | None) -> tuple[str, str | None, bool] | None:
+    """HEAD's commit, its branch (None when detached) and whether the work tree is dirty, from
+    ``git status --porcelain=v2 --branch``; None without a commit. Where that fails (not a
+    checkout, a bare repository, inside ``.git``, an old git), the separate calls decide."""
+    headers: dict[str, str] = {}
+    dirty = False
+    for line in (status or "").splitlines():
+        if line.startswith("# "):
+            key, _, value = line[2:].partition(" ")
+            headers[key] = value
+        elif line.strip():
+            dirty = True
+    if status is None or "branch.oid" not in headers:
+        sha = _git(path, "rev-parse", "HEAD")
+        if sha is None:
+            return None
+        branch = _branch(path)
+        return sha, branch, bool((_git(path, "status", "--porcelain") or "").strip())
+    sha = headers["branch.oid"]
+    if sha == "(initial)":
+        return None
+    branch = headers.get("branch.head")
+    if branch in (None, "(detached)"):  # detached, or a branch really named "(detached)"
+        branch = _branch(path)
+    return sha, branch, dirty
+
+
+def _branch(path: Path) -> str | None:
+    return _git(path, "symbolic-ref", "--short", "-q", "HEAD")
+
+
+def _https_url(url: str) -> str:
     if url.startswith("git@") and ":" in url:
         host, _, repo = url[4:].partition(":")
         url = f"https://{host}/{repo}"

@@ -2,25 +2,30 @@
 
 No I/O here: the context is built at the edge (``pipeline.context``) and the list of released
 versions, when the policy needs it, is read from the registry by the caller.
+
+``docker.tags`` imports this on every run, so what only some paths need is paid for on those
+paths: the SemVer pattern is compiled (and cached by ``re``) on the first tag it parses,
+``packaging`` is imported only to order versions, ``hashlib`` only to cut an over-long tag.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-from packaging.version import InvalidVersion, Version
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
 from pipeline.context import BuildContext
 from pipeline.errors import InvalidRefError
 
+if TYPE_CHECKING:
+    from packaging.version import Version
+
 MAX_TAG = 128
-SEMVER = re.compile(
+# A pattern string, not a compiled pattern: ``re`` compiles it on first use only.
+SEMVER = (
     r"^v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
     r"(?:-(?P<pre>(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"
     r"(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
@@ -40,7 +45,7 @@ class SemVer:
 
     @classmethod
     def parse(cls, text: str) -> SemVer | None:
-        match = SEMVER.match(text.strip())
+        match = re.match(SEMVER, text.strip())
         if not match:
             return None
         return cls(
@@ -57,6 +62,8 @@ class SemVer:
 
     def sort_key(self) -> Version:
         """Ordered with ``packaging`` (pre-releases sort below their release)."""
+        from packaging.version import InvalidVersion, Version
+
         try:
             return Version(str(self))
         except InvalidVersion:
@@ -104,6 +111,8 @@ def sanitize_tag(raw: str) -> str:
     tag = re.sub(r"[^A-Za-z0-9_.-]", "-", raw)
     tag = re.sub(r"-{2,}", "-", tag).lstrip(".-")
     if len(tag) > MAX_TAG:
+        import hashlib
+
         digest = hashlib.sha256(tag.encode()).hexdigest()[:8]
         tag = f"{tag[:119]}-{digest}"
     return tag

@@ -105,6 +105,52 @@ def test_uncommitted_changes_make_a_local_build_dirty(repo: Path) -> None:
     assert BuildContext.from_git(repo).dirty is True
 
 
+def test_untracked_files_make_a_local_build_dirty(repo: Path) -> None:
+    (repo / "new.txt").write_text("new")
+    assert BuildContext.from_git(repo).dirty is True
+
+
+def test_a_detached_head_has_no_branch(repo: Path) -> None:
+    git(repo, "checkout", "-q", "--detach")
+    context = BuildContext.from_git(repo)
+    assert (context.ref, context.branch, context.sha) == ("", None, git(repo, "rev-parse", "HEAD"))
+
+
+def test_a_branch_really_named_detached_is_still_a_branch(repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "(detached)")
+    assert BuildContext.from_git(repo).ref == "refs/heads/(detached)"
+
+
+def test_a_tag_named_like_the_branch_does_not_change_the_branch(repo: Path) -> None:
+    git(repo, "tag", "feature/Login#2")
+    assert BuildContext.from_git(repo).ref == "refs/heads/feature/Login#2"
+
+
+def test_the_origin_remote_is_the_source_as_an_https_url(repo: Path) -> None:
+    git(repo, "remote", "add", "origin", "git@github.com:Acme/Api-Gateway.git")
+    assert BuildContext.from_git(repo).source == "https://github.com/Acme/Api-Gateway"
+
+
+def test_inside_the_git_directory_head_and_branch_are_still_read(repo: Path) -> None:
+    context = BuildContext.from_git(repo / ".git")
+    assert (context.ref, context.sha, context.dirty) == (
+        "refs/heads/feature/Login#2",
+        git(repo, "rev-parse", "HEAD"),
+        False,
+    )
+    assert context.commit_time == int(git(repo, "show", "-s", "--format=%ct"))
+
+
+def test_a_repository_without_commits_is_a_clear_error(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    with pytest.raises(ContextError) as caught:
+        BuildContext.from_git(tmp_path)
+    assert caught.value.one_line() == (
+        f"{tmp_path} is not a git checkout with a commit: "
+        "run inside the repository, or pass --ref and --sha"
+    )
+
+
 def test_a_directory_outside_git_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ContextError) as caught:
         BuildContext.from_git(tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,36 @@ def test_in_github_actions_the_event_payload_decides(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert (document["tag_names"], document["version"]) == (["pr-42"], "pr-42-a1b2c3d")
+
+
+@pytest.mark.parametrize("no_pyc", ["1", None], ids=["PYTHONDONTWRITEBYTECODE=1", "unset"])
+def test_the_pipeline_library_gets_bytecode_but_tasks_py_does_not(
+    tmp_path: Path, no_pyc: str | None
+) -> None:
+    """Invoke turns bytecode writing off for tasks.py; tasks.py turns it back on for pipeline/,
+    as Python's own setting says."""
+    shutil.copytree(
+        ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    shutil.copy(ROOT / "tasks.py", tmp_path)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INVOKE_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if no_pyc:
+        env["PYTHONDONTWRITEBYTECODE"] = no_pyc
+    flags = ["--ref", "main", "--sha", SHA, "--format", "json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(tmp_path), "docker.tags", *flags],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] == "dev-main-0123456"
+    assert not (tmp_path / "__pycache__").exists()
+    cached = sorted(p.name.split(".")[0] for p in tmp_path.glob("pipeline/__pycache__/*.pyc"))
+    assert cached == (
+        [] if no_pyc else ["__init__", "config", "context", "errors", "naming", "versioning"]
+    )
