@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
@@ -434,11 +434,56 @@ def run(
     seconds: float = 5,
     connections: int = 64,
     image: str | None = None,
+    rounds: int = 1,
 ) -> list[Result]:
     """Benchmark every target for ``seconds`` each with ``connections`` connections; with
-    ``image``, the gateway in that image too (same config, one worker, host network)."""
+    ``image``, the gateway in that image too (same config, one worker, host network).
+    ``rounds`` > 1 runs every target that many times, interleaved (1w, 2w, ... then again),
+    and reports each target's median round: on a shared machine whose speed drifts, ratios
+    of interleaved medians are far steadier than one pass."""
     if shutil.which("wrk") is None:
         raise PipelineError("wrk is not installed", hint="apt-get install -y wrk")
+    if rounds < 1:
+        raise UsageError(f"--rounds {rounds}: must be at least 1")
+    passes = [_one_round(seconds, connections, image) for _ in range(rounds)]
+    return combine(passes)
+
+
+def combine(passes: Sequence[Sequence[Result]]) -> list[Result]:
+    """Each target's median over the passes, field by field (pure); the order of the first."""
+    by_label: dict[str, list[Result]] = {}
+    for results in passes:
+        for r in results:
+            by_label.setdefault(r.label, []).append(r)
+
+    def median(values: Sequence[float]) -> float:
+        real = sorted(v for v in values if v == v)
+        if not real:
+            return float("nan")
+        mid = len(real) // 2
+        return real[mid] if len(real) % 2 else (real[mid - 1] + real[mid]) / 2
+
+    out: list[Result] = []
+    for label, runs in by_label.items():
+        first = runs[0]
+        note = first.note if len(runs) == 1 else f"{first.note} (median of {len(runs)})".strip()
+        out.append(
+            Result(
+                label,
+                first.url,
+                median([r.requests_per_sec for r in runs]),
+                median([r.p50_ms for r in runs]),
+                median([r.p99_ms for r in runs]),
+                sum(r.errors for r in runs),
+                note,
+                median([r.cpu_us_per_request for r in runs]),
+                median([r.load_us_per_request for r in runs]),
+            )
+        )
+    return out
+
+
+def _one_round(seconds: float, connections: int, image: str | None) -> list[Result]:
     nginx = shutil.which("nginx")
     procs = Processes()
     results: list[Result] = []
@@ -622,19 +667,3 @@ def format_table(results: Sequence[Result], cpus: int | None = None) -> str:
     for name, value in ratios(results, cpus):
         lines.append(f"{name:<54} {'n/a' if value is None else f'{value:.2f}'}")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="bench_gateway")
-    parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--image")
-    args = parser.parse_args(argv)
-    print(format_table(run(args.seconds, args.connections, args.image)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from pipeline.bench_gateway import Result, cpu_ratio, format_table, parse_wrk, scaling_ceiling
+from pipeline.bench_gateway import (
+    Result,
+    combine,
+    cpu_ratio,
+    format_table,
+    parse_wrk,
+    scaling_ceiling,
+)
 
 WRK = """\
 Running 5s test @ http://127.0.0.1:8080/
@@ -87,3 +94,21 @@ def test_the_table_prints_every_ratio_with_the_ceiling_on_the_given_cpus() -> No
         "gateway CPU per request, 2w / 1w": "1.05",
         "gateway-1w / nginx-proxy": "0.39",
     }
+
+
+def test_rounds_combine_into_each_targets_median_in_first_pass_order() -> None:
+    passes = [
+        [result("gateway-1w", 9000, 100.0, 50.0), result("gateway-2w", 11000, 120.0, 60.0)],
+        [result("gateway-1w", 7000, 130.0, 70.0), result("gateway-2w", 12000, 110.0, 55.0)],
+        [result("gateway-1w", 8000, 90.0, math.nan), result("gateway-2w", 10000, 115.0, 58.0)],
+    ]
+    combined = combine(passes)
+    assert [r.label for r in combined] == ["gateway-1w", "gateway-2w"]
+    one, two = combined
+    assert (one.requests_per_sec, one.cpu_us_per_request, one.load_us_per_request) == (
+        8000,
+        100.0,
+        60.0,  # the median of the rounds that measured it
+    )
+    assert (two.requests_per_sec, two.cpu_us_per_request) == (11000, 115.0)
+    assert one.note == "(median of 3)"
