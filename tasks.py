@@ -813,20 +813,17 @@ def _recorded_local_image(c: Context, s: Settings, build: bool) -> str:
     return record.reference
 
 
-def _stack(s: Settings, project: str | None, image: str, port: str | None = None) -> Any:
+def _stack(s: Settings, project: str | None, image: str, port: str = "") -> Any:
     from pipeline import compose
 
-    name = compose.check_project(project or _extra(s, "compose_project", compose.PROJECT))
-    documented = compose.read_env_file(ROOT / ".env.example")
-    env_file = compose.read_env_file(ROOT / ".env.local")
-    variables = compose.variables_for(
+    return compose.stack_for(
+        ROOT,
         image=image,
-        env_file=env_file,
-        overrides={"GATEWAY_PORT": port or ""},
-        documented=list(documented),
+        environ=os.environ,
+        project=project or _extra(s, "compose_project", compose.PROJECT),
+        port=port,
+        compose_file=_extra(s, "compose_file", "docker/compose.yaml"),
     )
-    compose_file = ROOT / _extra(s, "compose_file", "docker/compose.yaml")
-    return compose.Stack(name, compose_file, variables, dict(os.environ))
 
 
 @task(
@@ -866,16 +863,11 @@ def deploy_local(
                 f"image {ref} is not in the local image store",
                 hint="docker pull it, or leave out --image to use the built image",
             )
-        stack = _stack(s, project, ref, str(port) if port is not None else None)
+        stack = _stack(s, project, ref, str(port) if port is not None else "")
         compose.up(stack, wait_s=int(wait))
         url = compose.published_url(stack)
         answer = compose.request(f"{url}/api/hello?from=deploy.local")
-        upstream = stack.variables.get("UPSTREAM_NAME", "sample-upstream")
-        if answer.status != 200 or answer.body.get("service") != upstream:
-            raise compose.LocalEnvError(
-                f"{answer.url} answered {answer.status} but not from {upstream}",
-                hint=f"inspect with docker compose -p {stack.project} logs",
-            )
+        upstream = compose.check_answer(stack, answer)
         print(f"gateway: {url}  (project {stack.project}, image {ref})")
         print(
             f"request: GET {answer.url} -> {answer.status} from {upstream}"
@@ -900,23 +892,6 @@ def deploy_down(c: Context, project: str | None = None) -> None:
         print(f"removed: compose project {stack.project}")
 
 
-def _k8s_image(s: Settings, image: str | None) -> Any:
-    """--image (a tag is resolved to its digest), else the pushed digest in the build record."""
-    from pipeline import k8s
-    from pipeline.errors import UsageError
-    from pipeline.record import BuildRecord
-
-    if image:
-        return k8s.resolve_digest(image)
-    record = BuildRecord.read(ROOT / s.record)
-    if not (record.pushed and record.digest):
-        raise UsageError(
-            f"{s.record} records no pushed digest",
-            hint="push the image (invoke docker.publish) or pass --image REF",
-        )
-    return k8s.resolve_digest(f"{record.image}@{record.digest}")
-
-
 _K8S_HELP = {
     "env": "staging or production (an overlay in docker/k8s/overlays/)",
     "image": "image to deploy, NAME:TAG (resolved to its digest) or NAME@sha256:... (default:"
@@ -936,7 +911,7 @@ def deploy_render(c: Context, env: str, image: str | None = None, out: str | Non
         rendered = k8s.render(
             ROOT / _extra(s, "k8s_dir", "docker/k8s"),
             env,
-            _k8s_image(s, image),
+            k8s.image_for(image, ROOT / s.record),
             Path(out) if out else ROOT / _extra(s, "manifests_dir", "build/k8s"),
         )
         print(f"rendered {rendered.env}: {rendered.path}")
@@ -971,7 +946,7 @@ def deploy_k8s(
         rendered = k8s.render(
             k8s_dir,
             env,
-            _k8s_image(s, image),
+            k8s.image_for(image, ROOT / s.record),
             Path(out) if out else ROOT / _extra(s, "manifests_dir", "build/k8s"),
         )
         k8s.apply(rendered.path, context=context, env=os.environ, timeout_s=int(timeout))
@@ -1062,17 +1037,12 @@ def report(
         for chart in result.charts:
             print(f"chart: {chart}")
         if notify:
+            from pipeline.github import run_url
             from pipeline.notify import payload, send
 
             latest = data.entries[-1]
-            run_url = ""
-            if os.environ.get("GITHUB_RUN_ID"):
-                run_url = (
-                    f"{os.environ.get('GITHUB_SERVER_URL', 'https://github.com')}/"
-                    f"{os.environ.get('GITHUB_REPOSITORY', '')}/actions/runs/"
-                    f"{os.environ['GITHUB_RUN_ID']}"
-                )
-            sent = send(webhook, payload(latest, project=s.title or "api-gateway", run_url=run_url))
+            message = payload(latest, project=s.title or "api-gateway", run_url=run_url(os.environ))
+            sent = send(webhook, message)
             commit = latest.commit[:7] or "?"
             print(f"notified: {latest.result} of {commit} ({sent.attempts} attempt(s))")
 

@@ -249,3 +249,35 @@ def variables_for(
                 hint="see .env.example for the variables docker/compose.yaml uses",
             )
     return values
+
+
+def stack_for(
+    root: Path,
+    *,
+    image: str,
+    environ: Mapping[str, str],
+    project: str = "",
+    port: str = "",
+    compose_file: str = "docker/compose.yaml",
+) -> Stack:
+    """The local stack of the checkout at ``root``: its compose file, ``.env.local`` (checked
+    against the variables ``.env.example`` documents), then ``port`` and ``image``."""
+    documented = read_env_file(root / ".env.example")
+    variables = variables_for(
+        image=image,
+        env_file=read_env_file(root / ".env.local"),
+        overrides={"GATEWAY_PORT": port},
+        documented=list(documented),
+    )
+    return Stack(check_project(project or PROJECT), root / compose_file, variables, dict(environ))
+
+
+def check_answer(stack: Stack, answer: Answer) -> str:
+    """The upstream's name when it answered the request through the gateway; else an error."""
+    upstream = stack.variables.get("UPSTREAM_NAME", "sample-upstream")
+    if answer.status != 200 or answer.body.get("service") != upstream:
+        raise LocalEnvError(
+            f"{answer.url} answered {answer.status} but not from {upstream}",
+            hint=f"inspect with docker compose -p {stack.project} logs",
+        )
+    return upstream

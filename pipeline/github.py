@@ -24,3 +24,13 @@ def append_summary(path: Path, markdown: str) -> None:
     """Append Markdown to ``$GITHUB_STEP_SUMMARY``."""
     with path.open("a", encoding="utf-8") as fh:
         fh.write(markdown.rstrip("\n") + "\n")
+
+
+def run_url(environ: Mapping[str, str]) -> str:
+    """The URL of the Actions run (``GITHUB_SERVER_URL/REPOSITORY/actions/runs/RUN_ID``), or ""
+    outside Actions."""
+    run_id = environ.get("GITHUB_RUN_ID", "")
+    if not run_id:
+        return ""
+    server = environ.get("GITHUB_SERVER_URL", "https://github.com")
+    return f"{server}/{environ.get('GITHUB_REPOSITORY', '')}/actions/runs/{run_id}"

@@ -421,3 +421,19 @@ def overlay_namespace(
     if not deployments:
         raise UsageError(f"{env} overlay: no Deployment")
     return str(deployments[0].get("metadata", {}).get("namespace", "default"))
+
+
+def image_for(image: str | None, record_path: Path, *, runner: Runner = run) -> ImageRef:
+    """``--image`` (a tag is resolved to its digest), else the pushed digest the build record
+    at ``record_path`` holds."""
+    from pipeline.record import BuildRecord
+
+    if image:
+        return resolve_digest(image, runner=runner)
+    record = BuildRecord.read(record_path)
+    if not (record.pushed and record.digest):
+        raise UsageError(
+            f"{record_path} records no pushed digest",
+            hint="push the image (invoke docker.publish) or pass --image REF",
+        )
+    return resolve_digest(f"{record.image}@{record.digest}", runner=runner)

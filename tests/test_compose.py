@@ -84,6 +84,41 @@ def test_an_undocumented_variable_in_env_local_is_refused() -> None:
         )
 
 
+def test_a_stack_reads_the_checkouts_env_files_and_takes_the_port_and_image(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env.example").write_text("GATEWAY_IMAGE=\nGATEWAY_PORT=8080\nUPSTREAM_NAME=\n")
+    (tmp_path / ".env.local").write_text("GATEWAY_PORT=9000\nUPSTREAM_NAME=orders\n")
+    stack = compose.stack_for(
+        tmp_path, image="gw:1", environ={"HOME": "/h"}, project="demo", port="0"
+    )
+    assert stack == compose.Stack(
+        "demo",
+        tmp_path / "docker" / "compose.yaml",
+        {"GATEWAY_PORT": "0", "UPSTREAM_NAME": "orders", "GATEWAY_IMAGE": "gw:1"},
+        {"HOME": "/h"},
+    )
+    assert compose.stack_for(tmp_path, image="gw:1", environ={}).project == compose.PROJECT
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (compose.Answer("http://g/api", 200, {"service": "orders"}), ""),
+        (compose.Answer("http://g/api", 502, {"service": "orders"}), "answered 502"),
+        (compose.Answer("http://g/api", 200, {"service": "other"}), "but not from orders"),
+    ],
+)
+def test_only_an_answer_from_the_stacks_upstream_passes(answer: compose.Answer, error: str) -> None:
+    stack = compose.Stack("demo", Path("c.yaml"), {"UPSTREAM_NAME": "orders"}, {})
+    if not error:
+        assert compose.check_answer(stack, answer) == "orders"
+        return
+    with pytest.raises(compose.LocalEnvError, match=error) as caught:
+        compose.check_answer(stack, answer)
+    assert caught.value.hint == "inspect with docker compose -p demo logs"
+
+
 @pytest.mark.parametrize("name", ["Api", "a b", "-x", "", "a/b"])
 def test_a_project_name_compose_would_reject_is_refused(name: str) -> None:
     with pytest.raises(UsageError):

@@ -74,6 +74,27 @@ def test_a_reference_with_a_digest_is_used_as_is_without_asking_the_registry() -
     assert k8s.resolve_digest(f"r.io/a:1@{DIGEST}", runner=runner).pinned == f"r.io/a@{DIGEST}"
 
 
+def test_without_image_the_pushed_digest_of_the_build_record_is_deployed(tmp_path: Path) -> None:
+    from pipeline.record import BuildRecord
+
+    def runner(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the registry was asked")
+
+    record = tmp_path / "image.toml"
+    BuildRecord(
+        image="r.io/a", version="1.0.0", tags=["1.0.0"], platforms=["linux/amd64"], digest=DIGEST
+    ).write(record)
+    with pytest.raises(UsageError, match=f"{record} records no pushed digest"):
+        k8s.image_for(None, record, runner=runner)
+    pushed = BuildRecord(
+        image="r.io/a", version="1.0.0", tags=["1.0.0"], platforms=["linux/amd64"], digest=DIGEST
+    )
+    pushed.pushed = True
+    pushed.write(record)
+    assert k8s.image_for(None, record, runner=runner).pinned == f"r.io/a@{DIGEST}"
+    assert k8s.image_for(f"r.io/b@{DIGEST}", record, runner=runner).pinned == f"r.io/b@{DIGEST}"
+
+
 def test_a_tag_is_resolved_to_the_digest_imagetools_reports() -> None:
     seen: list[list[str]] = []
 
