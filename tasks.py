@@ -1047,6 +1047,39 @@ def report(
             print(f"notified: {latest.result} of {commit} ({sent.attempts} attempt(s))")
 
 
+@task(
+    help={
+        "workflow": "the workflow's name, for the message (default: GITHUB_WORKFLOW)",
+        "needs": "the JSON of Actions' needs context: each job's result (pass it through env)",
+    }
+)
+def notify(c: Context, workflow: str | None = None, needs: str = "") -> None:
+    """Post a workflow run's outcome, job by job, to NOTIFY_WEBHOOK_URL (Slack-compatible).
+
+    Without the variable nothing is sent (said in one line, exit 0): the webhook is optional."""
+    from pipeline.github import run_url
+    from pipeline.notify import job_results, send, workflow_payload
+
+    with edge():
+        s = settings(c)
+        jobs = job_results(needs)
+        name = workflow or os.environ.get("GITHUB_WORKFLOW", "") or "workflow"
+        message = workflow_payload(
+            name,
+            jobs,
+            project=s.title or "api-gateway",
+            ref=os.environ.get("GITHUB_REF_NAME", ""),
+            run_url=run_url(os.environ),
+        )
+        print(message["text"])
+        webhook = os.environ.get("NOTIFY_WEBHOOK_URL", "")
+        if not webhook:
+            print("notify: NOTIFY_WEBHOOK_URL is not set: nothing sent")
+            return
+        sent = send(webhook, message)
+        print(f"notified: {name} ({sent.attempts} attempt(s))")
+
+
 # --- lint (lint.actions, lint.dockerfile) ---
 
 lint = Collection("lint")
@@ -1226,5 +1259,6 @@ ns.add_collection(deploy)
 ns.add_collection(lint)
 ns.add_collection(bench)
 ns.add_task(report)
+ns.add_task(notify)
 ns.add_task(test)
 ns.configure({"docker": _defaults()})

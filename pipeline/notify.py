@@ -78,6 +78,49 @@ def payload(
     }
 
 
+def job_results(needs: str) -> dict[str, str]:
+    """``{job: result}`` from the JSON of Actions' ``needs`` context (``toJSON(needs)``)."""
+    try:
+        data = json.loads(needs or "{}")
+    except ValueError:
+        raise UsageError(
+            "--needs: not JSON", hint="pass ${{ toJSON(needs) }} through env"
+        ) from None
+    if not isinstance(data, dict):
+        raise UsageError("--needs: expected a JSON object of jobs")
+    return {
+        str(job): str((value or {}).get("result", "unknown")) if isinstance(value, dict) else "?"
+        for job, value in data.items()
+    }
+
+
+def workflow_payload(
+    workflow: str,
+    jobs: Mapping[str, str],
+    *,
+    project: str = "api-gateway",
+    ref: str = "",
+    run_url: str = "",
+) -> dict[str, Any]:
+    """A Slack-compatible message for a whole workflow run: failed when any job failed or was
+    cancelled, with each job's result (jobs in name order: Actions' ``needs`` has none)."""
+    jobs = dict(sorted(jobs.items()))
+    failed = [job for job, result in jobs.items() if result in ("failure", "cancelled")]
+    result = "failure" if failed or not jobs else "success"
+    verb = f"failed in {', '.join(failed)}" if failed else "failed" if not jobs else "succeeded"
+    icon = ":x:" if result == "failure" else ":white_check_mark:"
+    text = f"{icon} {project} {workflow} {verb}"
+    if ref:
+        text += f" ({ref})"
+    if run_url:
+        text += f" <{run_url}|details>"
+    fields = [{"title": job, "value": value, "short": True} for job, value in jobs.items()]
+    return {
+        "text": text,
+        "attachments": [{"color": COLORS[result], "fallback": text, "fields": fields}],
+    }
+
+
 @dataclass(frozen=True)
 class Sent:
     status: int

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +69,51 @@ def trivy_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     target = tmp_path_factory.mktemp("trivy-cache")
     shutil.copytree(FIXTURES / "trivy-db", target, dirs_exist_ok=True)
     yield target
+
+
+# --- a local webhook receiver (notifications) ---
+
+
+SECRET_PATH = "/services/T000/B000/s3cr3t-t0ken"
+
+
+@dataclass
+class Receiver:
+    """What the local webhook received, and the statuses it answers with (then 200)."""
+
+    statuses: list[int] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    content_types: list[str] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            state.bodies.append(json.loads(self.rfile.read(length)))
+            state.paths.append(self.path)
+            state.content_types.append(self.headers.get("Content-Type", ""))
+            status = state.statuses.pop(0) if state.statuses else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}{SECRET_PATH}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

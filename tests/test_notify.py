@@ -7,63 +7,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.errors import UsageError
-from pipeline.notify import NotifyError, payload, send
+from pipeline.notify import NotifyError, job_results, payload, send, workflow_payload
 from pipeline.report import HistoryEntry, append_history
-from tests.conftest import ROOT
-
-SECRET_PATH = "/services/T000/B000/s3cr3t-t0ken"
-
-
-@dataclass
-class Receiver:
-    """What the local webhook received, and the statuses it answers with (then 200)."""
-
-    statuses: list[int] = field(default_factory=list)
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-    content_types: list[str] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            state.bodies.append(json.loads(self.rfile.read(length)))
-            state.paths.append(self.path)
-            state.content_types.append(self.headers.get("Content-Type", ""))
-            status = state.statuses.pop(0) if state.statuses else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}{SECRET_PATH}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+from tests.conftest import ROOT, SECRET_PATH, Receiver
 
 
 def _entry(result: str = "success", **kw: Any) -> HistoryEntry:
@@ -206,3 +158,107 @@ def test_invoke_report_notify_posts_the_latest_result_and_never_prints_the_url(
         ":x: api-gateway build failed (abc1234, 1.2.3)"
         " <https://github.com/acme/api-gateway/actions/runs/42|details>"
     )
+
+
+# --- a whole workflow run (invoke notify, the workflows' notify jobs) ---
+
+NEEDS = json.dumps(
+    {
+        "rescan": {"result": "failure", "outputs": {}},
+        "outdated": {"result": "success", "outputs": {}},
+        "prune": {"result": "skipped", "outputs": {}},
+    }
+)
+
+
+def test_the_needs_context_gives_each_jobs_result() -> None:
+    assert job_results(NEEDS) == {"rescan": "failure", "outdated": "success", "prune": "skipped"}
+    assert job_results("") == {}
+
+
+@pytest.mark.parametrize("needs", ["{not json", "[1, 2]"])
+def test_needs_that_are_not_a_json_object_are_a_usage_error(needs: str) -> None:
+    with pytest.raises(UsageError, match="--needs"):
+        job_results(needs)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "text", "color"),
+    [
+        (
+            {"rescan": "failure", "outdated": "success"},
+            ":x: api-gateway maintenance failed in rescan (main) <https://r/1|details>",
+            "#a30200",
+        ),
+        (
+            {"build": "success", "publish": "cancelled"},
+            ":x: api-gateway maintenance failed in publish (main) <https://r/1|details>",
+            "#a30200",
+        ),
+        (
+            {"build": "success", "publish": "success"},
+            ":white_check_mark: api-gateway maintenance succeeded (main) <https://r/1|details>",
+            "#2eb886",
+        ),
+        ({}, ":x: api-gateway maintenance failed (main) <https://r/1|details>", "#a30200"),
+    ],
+)
+def test_a_workflow_message_names_the_jobs_that_failed(
+    jobs: dict[str, str], text: str, color: str
+) -> None:
+    message = workflow_payload("maintenance", jobs, ref="main", run_url="https://r/1")
+    assert message["text"] == text
+    (attachment,) = message["attachments"]
+    assert attachment["color"] == color
+    assert attachment["fields"] == [
+        {"title": job, "value": result, "short": True} for job, result in sorted(jobs.items())
+    ]
+
+
+def _notify_task(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "NOTIFY_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "notify", *args],
+        cwd=ROOT,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_invoke_notify_posts_the_runs_outcome_and_never_prints_the_url(
+    receiver: Receiver,
+) -> None:
+    env = {
+        "NOTIFY_WEBHOOK_URL": receiver.url,
+        "GITHUB_WORKFLOW": "maintenance",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_REPOSITORY": "acme/api-gateway",
+    }
+    done = _notify_task(env, "--needs", NEEDS)
+    text = (
+        ":x: api-gateway maintenance failed in rescan (main)"
+        " <https://github.com/acme/api-gateway/actions/runs/42|details>"
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [text, "notified: maintenance (1 attempt(s))"]
+    (body,) = receiver.bodies
+    assert body["text"] == text
+    assert receiver.paths == [SECRET_PATH]
+
+
+def test_invoke_notify_without_a_webhook_says_so_and_succeeds() -> None:
+    done = _notify_task({}, "--workflow", "docker-build", "--needs", NEEDS)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[-1] == "notify: NOTIFY_WEBHOOK_URL is not set: nothing sent"
+
+
+def test_invoke_notify_with_bad_needs_exits_2_in_one_line() -> None:
+    done = _notify_task({}, "--needs", "{oops")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --needs: not JSON: pass ${{ toJSON(needs) }} through env"
+    ]

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SECRET_PATH, Receiver
+
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "tests" / "fixtures" / "events"
 STAND_INS = ROOT / "tests" / "actions"
@@ -623,7 +625,7 @@ def test_a_manual_maintenance_run_prunes_as_a_dry_run_unless_asked(
 
 
 def test_a_new_advisory_fails_the_scheduled_rescan_which_still_reports_and_notifies(
-    tmp_path: Path, image: str, venv: Path, trivy_db: Path
+    tmp_path: Path, image: str, venv: Path, trivy_db: Path, receiver: Receiver
 ) -> None:
     base = manifest_digest("127.0.0.1:5000/library/python", "3.11-slim")
     clean = MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z")
@@ -636,9 +638,10 @@ def test_a_new_advisory_fails_the_scheduled_rescan_which_still_reports_and_notif
         ".github/workflows/maintenance.yml",
         "schedule",
         event_payload("schedule.json", repo.sha, tmp_path),
-        env=base_env(venv, trivy_db),
+        env={**base_env(venv, trivy_db), "NOTIFY_WEBHOOK_URL": receiver.url},
         work=tmp_path,
         variables={"IMAGE": image},
+        secrets=("NOTIFY_WEBHOOK_URL",),
     )
 
     assert run.returncode != 0
@@ -647,4 +650,12 @@ def test_a_new_advisory_fails_the_scheduled_rescan_which_still_reports_and_notif
     assert rescans == ["failure", "success", "success"]
     assert "CVE-2018-18074" in run.log
     assert run.log.count("stand-in: SARIF ok") == 3, "the failed scan's SARIF is uploaded too"
-    assert ("notify", "Notify of the failure", "failure") in ran
+    assert ("notify", "Notify of the failure", "success") in ran
+    (message,) = receiver.bodies
+    assert message["text"].startswith(":x: api-gateway maintenance failed in rescan")
+    assert message["attachments"][0]["fields"] == [
+        {"title": "outdated", "value": "success", "short": True},
+        {"title": "prune", "value": "success", "short": True},
+        {"title": "rescan", "value": "failure", "short": True},
+    ]
+    assert SECRET_PATH not in run.log, "the webhook URL is a secret"
