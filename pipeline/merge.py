@@ -7,8 +7,9 @@ Order, with the discipline of ``pipeline.push`` (whose functions it reuses):
    platform exactly once (else: one line, nothing written);
 2. ``docker buildx imagetools create --dry-run`` composes the index from ``IMAGE@DIGEST``
    sources: its exact bytes, hence its digest, are known before anything is written;
-3. the immutable release tags are checked against that digest (another digest: refuse; the
-   same: no-op);
+3. the immutable release tags are checked against that index (another image: refuse; the
+   same index, or the same platform manifests under another index, as a re-run of the
+   workflow gives since provenance records each build: keep what the registry has);
 4. the index is written under the staging tag (the unique tag), read back, and must list every
    expected platform;
 5. immutable and unique tags, then the moving tags last, by PUTting the same manifest bytes.
@@ -35,6 +36,7 @@ from pipeline.push import (
     _refuse_conflicts,
     _write,
     plan_tags,
+    same_image,
     staging_tag,
     update_record,
 )
@@ -224,13 +226,22 @@ def merge(
     index = index_manifest(compose([f"{ref.name}@{d}" for d in sources]))
     fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
     existing = {tag: client.digest(repo, tag) for tag in fixed}
-    _refuse_conflicts(record, plan_tags(record, index.digest, existing).conflicts)
+    same = same_image(record, client, existing, index.digest, lambda _: index.images())
+    _refuse_conflicts(record, plan_tags(record, same or index.digest, existing).conflicts)
     stage = staging_tag(record)
-    if existing.get(stage) != index.digest:
-        client.put_manifest(repo, stage, index)
-        log(f"created {ref.name}:{stage} -> {index.digest} from {len(sources)} image(s)")
-    stored = client.manifest(repo, stage)
-    if stored.digest != index.digest:
+    if same:
+        held_by = next(tag for tag in fixed if existing.get(tag) == same)
+        log(
+            f"{ref.name}:{held_by} already holds this image ({same}: the same platform "
+            "manifests, only the builds' provenance differs): keeping it"
+        )
+        stored = client.manifest(repo, same)
+    else:
+        if existing.get(stage) != index.digest:
+            client.put_manifest(repo, stage, index)
+            log(f"created {ref.name}:{stage} -> {index.digest} from {len(sources)} image(s)")
+        stored = client.manifest(repo, stage)
+    if not same and stored.digest != index.digest:
         raise RegistryError(
             f"{ref.name}:{stage} is at {stored.digest}, not the index {index.digest}: "
             "another run moved it; no other tag was written",

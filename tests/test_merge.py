@@ -292,15 +292,19 @@ DOCKERFILE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY payload.bin /payload.bin\
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-def context_for(ref: str) -> BuildContext:
-    return BuildContext(event="push", ref=ref, sha=SHA, default_branch="main")
+def context_for(ref: str, commit_time: int | None = None) -> BuildContext:
+    return BuildContext(
+        event="push", ref=ref, sha=SHA, default_branch="main", commit_time=commit_time
+    )
 
 
-def push_by_digest(root: Path, image: str, platform: str) -> BuildRecord:
+def push_by_digest(
+    root: Path, image: str, platform: str, commit_time: int | None = None
+) -> BuildRecord:
     settings = Settings(
         image=image, dockerfile="Dockerfile", context=".", base_image="python:3.11-slim"
     )
-    context = context_for("refs/heads/main")
+    context = context_for("refs/heads/main", commit_time)
     result = run_build(
         root=root,
         settings=settings,
@@ -408,6 +412,34 @@ def test_release_tags_are_written_once_and_never_moved_by_another_merge(
     assert again.extra["push"]["tags"][:2] == ["v1.2.3", "1.2.3"]
     with pytest.raises(TagConflictError, match="release tags are immutable"):
         merge_for(release, scratch_repo, [pushed["linux/amd64"]], tmp_path, ["linux/amd64"])
+    assert {t: client.digest(repo, t) for t in client.tags(repo)} == {
+        t: first.digest for t in ("1", "1.2", "1.2.3", "v1.2.3")
+    }
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_a_rerun_of_the_release_workflow_keeps_the_released_index(
+    tmp_path: Path, scratch_repo: str
+) -> None:
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "Dockerfile").write_text(DOCKERFILE)
+    (root / "payload.bin").write_bytes(os.urandom(2048))
+    both = ["linux/amd64", "linux/arm64"]
+
+    def build_each_platform() -> list[str]:
+        return [push_by_digest(root, scratch_repo, p, commit_time=1700000000).digest for p in both]
+
+    client = registry_client()
+    repo = repository(scratch_repo)
+    first_sources = build_each_platform()
+    first = merge_for("refs/tags/v1.2.3", scratch_repo, first_sources, tmp_path, both)
+    again_sources = build_each_platform()
+    assert set(again_sources).isdisjoint(first_sources), "each build has its own provenance"
+    again = merge_for("refs/tags/v1.2.3", scratch_repo, again_sources, tmp_path, both)
+    assert again.digest == first.digest
+    assert again.extra["push"]["tags"] == ["v1.2.3", "1.2.3", "1.2", "1"]
     assert {t: client.digest(repo, t) for t in client.tags(repo)} == {
         t: first.digest for t in ("1", "1.2", "1.2.3", "v1.2.3")
     }
