@@ -54,10 +54,15 @@ TAGS = ImageTags(
 )
 
 
-def plan(options: BuildOptions, environ: dict[str, str] | None = None, root: Path = ROOT) -> Any:
+def plan(
+    options: BuildOptions,
+    environ: dict[str, str] | None = None,
+    root: Path = ROOT,
+    settings: Settings = SETTINGS,
+) -> Any:
     return plan_build(
         root=root,
-        settings=SETTINGS,
+        settings=settings,
         tags=TAGS,
         options=options,
         environ=environ or {},
@@ -281,30 +286,14 @@ def test_the_provenance_setting_chooses_the_attestation(
     setting: object, provenance: object
 ) -> None:
     settings = Settings.from_mapping({"image": SETTINGS.image, "provenance": setting})
-    result = plan_build(
-        root=ROOT,
-        settings=settings,
-        tags=TAGS,
-        options=BuildOptions(cache="none"),
-        environ={},
-        host_platform="linux/amd64",
-        base=BASE,
-    )
+    result = plan(BuildOptions(cache="none"), settings=settings)
     assert result.buildx_options()["provenance"] == provenance
 
 
 def test_an_unknown_provenance_setting_is_a_usage_error() -> None:
     settings = Settings.from_mapping({"image": SETTINGS.image, "provenance": "full"})
     with pytest.raises(UsageError, match=r"provenance: 'full' is not one of max, min, off"):
-        plan_build(
-            root=ROOT,
-            settings=settings,
-            tags=TAGS,
-            options=BuildOptions(cache="none"),
-            environ={},
-            host_platform="linux/amd64",
-            base=BASE,
-        )
+        plan(BuildOptions(cache="none"), settings=settings)
 
 
 def test_push_and_load_together_do_both() -> None:
