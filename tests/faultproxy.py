@@ -9,7 +9,8 @@ Modes (switchable at run time with ``configure``):
 - ``stall``: accept the first ``count`` connections and never answer, then forward;
 - ``stall_after_bytes``: forward until ``count`` bytes went client -> registry, then every
   connection hangs (a push "killed half-way" is then one kill away);
-- ``flaky``: reset every ``count``-th connection, forever (faults spread over every client).
+- ``flaky``: reset every ``count``-th connection, ``limit`` times (-1: forever), so faults
+  spread over every client however many connections each opens.
 
 ``count=-1`` means forever. The proxy listens on 127.0.0.1 (a free port), so Docker treats
 ``127.0.0.1:<port>`` as an insecure registry and pushes through it.
@@ -45,8 +46,10 @@ class FaultProxy:
         count: int = 0,
         status: int = 503,
         port: int = 0,
+        limit: int = -1,
     ) -> None:
         self.target = target
+        self.limit = limit
         self._lock = threading.Lock()
         self.mode = "pass"
         self.count = 0
@@ -115,7 +118,8 @@ class FaultProxy:
             if self.mode in ("pass", "stall_after_bytes"):
                 return self.mode
             if self.mode == "flaky":
-                if self.connections % self.count == 0:
+                under_limit = self.limit < 0 or self.faults < self.limit
+                if self.connections % self.count == 0 and under_limit:
                     self.faults += 1
                     return "reset"
                 return "pass"
