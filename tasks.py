@@ -1179,9 +1179,11 @@ bench.add_task(bench_tags)
 def bench_gateway(
     c: Context, seconds: float = 5, connections: int = 64, container: bool = True, rounds: int = 3
 ) -> None:
-    """wrk against the gateway (1 and 2 workers, in and out of its container), nginx and plain
-    Python proxies, all in front of one upstream on 127.0.0.1; prints req/s, p50, p99, the CPU
-    per request of the proxy and of the load, and the ratios (with the 2w/1w ceiling)."""
+    """Load the gateway, nginx and plain Python proxies with wrk; print req/s, latency, ratios.
+
+    The gateway runs with 1 and 2 workers, in and out of its container; every target proxies to
+    one upstream on 127.0.0.1. Also printed: the CPU per request of the proxy and of the load
+    (wrk and the upstream), and the 2w/1w ceiling those allow on this machine's CPUs."""
     from pipeline import bench_gateway as bench_gw
 
     with edge():
