@@ -900,20 +900,33 @@ _K8S_HELP = {
 }
 
 
+def _k8s_dir(s: Settings, env: str) -> Path:
+    """The kustomize directory; a bad --env is said before anything else runs."""
+    from pipeline import k8s
+
+    k8s_dir = ROOT / _extra(s, "k8s_dir", "docker/k8s")
+    k8s.overlay_dir(k8s_dir, env)
+    return k8s_dir
+
+
+def _render(s: Settings, k8s_dir: Path, env: str, image: str | None, out: str | None) -> Any:
+    """The overlay rendered with --image (or the recorded pushed digest) pinned by digest."""
+    from pipeline import k8s
+
+    return k8s.render(
+        k8s_dir,
+        env,
+        k8s.image_for(image, ROOT / s.record),
+        Path(out) if out else ROOT / _extra(s, "manifests_dir", "build/k8s"),
+    )
+
+
 @task(name="render", help=_K8S_HELP)
 def deploy_render(c: Context, env: str, image: str | None = None, out: str | None = None) -> None:
     """Render the Kubernetes manifests for an environment with the image pinned by digest."""
-    from pipeline import k8s
-
     with edge():
         s = settings(c)
-        k8s.overlay_dir(ROOT / _extra(s, "k8s_dir", "docker/k8s"), env)  # bad --env: say so first
-        rendered = k8s.render(
-            ROOT / _extra(s, "k8s_dir", "docker/k8s"),
-            env,
-            k8s.image_for(image, ROOT / s.record),
-            Path(out) if out else ROOT / _extra(s, "manifests_dir", "build/k8s"),
-        )
+        rendered = _render(s, _k8s_dir(s, env), env, image, out)
         print(f"rendered {rendered.env}: {rendered.path}")
         print(f"  image: {rendered.image}")
         print(f"  namespace: {rendered.namespace}")
@@ -940,15 +953,9 @@ def deploy_k8s(
 
     with edge():
         s = settings(c)
-        k8s_dir = ROOT / _extra(s, "k8s_dir", "docker/k8s")
-        k8s.overlay_dir(k8s_dir, env)
+        k8s_dir = _k8s_dir(s, env)
         used = k8s.require_cluster(context=context, env=os.environ)
-        rendered = k8s.render(
-            k8s_dir,
-            env,
-            k8s.image_for(image, ROOT / s.record),
-            Path(out) if out else ROOT / _extra(s, "manifests_dir", "build/k8s"),
-        )
+        rendered = _render(s, k8s_dir, env, image, out)
         k8s.apply(rendered.path, context=context, env=os.environ, timeout_s=int(timeout))
         print(f"deployed {rendered.image} to {rendered.namespace} ({used})")
 
@@ -974,8 +981,7 @@ def deploy_rollback(
 
     with edge():
         s = settings(c)
-        k8s_dir = ROOT / _extra(s, "k8s_dir", "docker/k8s")
-        k8s.overlay_dir(k8s_dir, env)
+        k8s_dir = _k8s_dir(s, env)
         used = k8s.require_cluster(context=context, env=os.environ)
         namespace = k8s.overlay_namespace(k8s_dir, env)
         k8s.rollback(
