@@ -92,7 +92,7 @@ def tags(
 ) -> None:
     """Print the image tags, version and OCI labels for this commit or the given ref."""
     from pipeline.errors import UsageError
-    from pipeline.naming import image_tags
+    from pipeline.release.tags import image_tags
 
     with edge():
         if format not in ("text", "json", "github"):
@@ -187,9 +187,10 @@ def docker_build(
     push_by_digest: bool = False,
 ) -> None:
     """Build the image with buildx (tags and labels of docker.tags) and write build/image.toml."""
-    from pipeline.build import BuildOptions
-    from pipeline.history import build_with_history, history_path
-    from pipeline.naming import image_tags
+    from pipeline.build.plan import BuildOptions
+    from pipeline.build.run import build_with_history
+    from pipeline.history.store import history_path
+    from pipeline.release.tags import image_tags
 
     with edge():
         config = settings(c, image=image)
@@ -252,8 +253,8 @@ def docker_build(
 )
 def docker_test(c: Context, record: str | None = None, arm64: bool = True) -> None:
     """Run the built image (from the build record) and check it against real containers."""
-    from pipeline.containertest import run_checks
-    from pipeline.record import BuildRecord
+    from pipeline.build.containertest import run_checks
+    from pipeline.build.record import BuildRecord
 
     with edge():
         config = settings(c)
@@ -294,10 +295,11 @@ def docker_merge(
     """Merge per-platform digests into ONE tagged index (release tags immutable, moving last)."""
     from datetime import UTC, datetime
 
-    from pipeline.build import DIGESTS_DIR
-    from pipeline.merge import merge_sources, merge_to_record, read_digests_dir, record_for
-    from pipeline.naming import image_tags
-    from pipeline.registry import client_for, parse_reference
+    from pipeline.build.plan import DIGESTS_DIR
+    from pipeline.oci.reference import parse_reference
+    from pipeline.registry.client import client_for
+    from pipeline.release.merge import merge_sources, merge_to_record, read_digests_dir, record_for
+    from pipeline.release.tags import image_tags
 
     with edge():
         config = settings(c, image=image)
@@ -383,8 +385,8 @@ def _scan_run(
     platform: str | None,
     format: str,
 ) -> None:
-    """Shared by docker.scan and docker.rescan: flags in, ``pipeline.scanrun.run_scan``."""
-    from pipeline.scanrun import ScanRequest, run_scan
+    """Shared by docker.scan and docker.rescan: flags in, ``pipeline.scan.run.run_scan``."""
+    from pipeline.scan.run import ScanRequest, run_scan
 
     request = ScanRequest(
         target=target,
@@ -479,20 +481,20 @@ docker.add_task(rescan)
 
 def _client(host: str, s: Settings) -> Any:
     """A registry client for ``host``: credentials and retries from settings and environment."""
-    from pipeline.registry import client_for
+    from pipeline.registry.client import client_for
 
     return client_for(host, extra=s.extra, environ=os.environ)
 
 
 def _image_ref(s: Settings, image: str | None) -> Any:
-    from pipeline.registry import parse_reference
+    from pipeline.oci.reference import parse_reference
 
     return parse_reference(image or s.image)
 
 
 def _verifier() -> Any:
     """A signature check for promote/rollback, from COSIGN_* (or keyless in Actions)."""
-    from pipeline.sign import verifier_from_env
+    from pipeline.release.sign import verifier_from_env
 
     return verifier_from_env(os.environ)
 
@@ -505,7 +507,7 @@ def _verifier() -> Any:
 )
 def registry_push(c: Context, record: str | None = None) -> None:
     """Push every tag of the last build as one multi-arch index; moving tags last."""
-    from pipeline.push import push_record
+    from pipeline.release.push import push_record
 
     with edge():
         s = settings(c)
@@ -532,10 +534,10 @@ def registry_sign(
     c: Context, ref: str | None = None, record: str | None = None, verify: bool = False
 ) -> None:
     """Sign the pushed image by digest with cosign (key, or keyless in Actions); --verify checks."""
+    from pipeline.build.record import BuildRecord
     from pipeline.errors import UsageError
-    from pipeline.record import BuildRecord
-    from pipeline.registry import parse_reference
-    from pipeline.sign import config_from_env, require_signed, sign
+    from pipeline.oci.reference import parse_reference
+    from pipeline.release.sign import config_from_env, require_signed, sign
 
     with edge():
         s = settings(c)
@@ -578,9 +580,9 @@ def registry_promote(
     record: str | None = None,
 ) -> None:
     """Point an environment tag at a signed digest (history kept in the registry)."""
+    from pipeline.build.record import BuildRecord
     from pipeline.errors import UsageError
-    from pipeline.promote import check_environment, environments, promote
-    from pipeline.record import BuildRecord
+    from pipeline.release.promote import check_environment, environments, promote
 
     with edge():
         s = settings(c, image=image)
@@ -612,7 +614,7 @@ def registry_rollback(
     c: Context, env: str = "", to: str | None = None, image: str | None = None
 ) -> None:
     """Point an environment back at its previous (or the given) signed digest."""
-    from pipeline.promote import check_environment, environments, rollback
+    from pipeline.release.promote import check_environment, environments, rollback
 
     with edge():
         s = settings(c, image=image)
@@ -640,8 +642,8 @@ def registry_prune(
     """Delete old branch/PR images from the registry; releases and environments stay."""
     from datetime import UTC, datetime
 
-    from pipeline.promote import environments
-    from pipeline.prune import Retention, execute, gather, plan
+    from pipeline.release.promote import environments
+    from pipeline.release.prune import Retention, execute, gather, plan
 
     with edge():
         s = settings(c, image=image)
@@ -662,9 +664,9 @@ def registry_prune(
 )
 def registry_outdated(c: Context, ref: str | None = None, record: str | None = None) -> None:
     """Exit 1 if the base image moved since the image was built (0 when current)."""
-    from pipeline import outdated as od
-    from pipeline.record import BuildRecord
-    from pipeline.registry import parse_reference
+    from pipeline.build.record import BuildRecord
+    from pipeline.oci.reference import parse_reference
+    from pipeline.release import outdated as od
 
     with edge():
         s = settings(c)
@@ -678,7 +680,7 @@ def registry_outdated(c: Context, ref: str | None = None, record: str | None = N
         if parse_reference(base.name).host == "docker.io" and "docker.io" not in mirrors:
             from contextlib import suppress
 
-            from pipeline.engine import daemon_info
+            from pipeline.engine.client import daemon_info
             from pipeline.errors import EngineError
 
             with suppress(EngineError):  # no daemon: ask Docker Hub itself
@@ -730,8 +732,8 @@ def registry_publish(
     image: str | None = None,
 ) -> None:
     """Build, test, scan, push and sign, stopping at the first failure; print a summary."""
-    from pipeline import publish as pub
     from pipeline.github import append_summary, write_outputs
+    from pipeline.release import publish as pub
 
     with edge():
         request = pub.PublishRequest(
@@ -788,9 +790,9 @@ def _extra(s: Settings, key: str, default: str) -> str:
 
 def _recorded_local_image(c: Context, s: Settings, build: bool) -> str:
     """The image docker.build recorded and loaded; built first when there is none."""
-    from pipeline.compose import image_present
+    from pipeline.build.record import BuildRecord
+    from pipeline.deploy.compose import image_present
     from pipeline.errors import UsageError
-    from pipeline.record import BuildRecord
 
     path = ROOT / s.record
     try:
@@ -814,7 +816,7 @@ def _recorded_local_image(c: Context, s: Settings, build: bool) -> str:
 
 
 def _stack(s: Settings, project: str | None, image: str, port: str = "") -> Any:
-    from pipeline import compose
+    from pipeline.deploy import compose
 
     return compose.stack_for(
         ROOT,
@@ -849,7 +851,7 @@ def deploy_local(
 
     Builds the image if none is recorded, starts both services, waits until they are healthy,
     sends a request through the gateway and checks the upstream answered it."""
-    from pipeline import compose
+    from pipeline.deploy import compose
     from pipeline.errors import UsageError
 
     with edge():
@@ -880,7 +882,7 @@ def deploy_local(
 @task(name="down", help={"project": "compose project name (default: api-gateway-local)"})
 def deploy_down(c: Context, project: str | None = None) -> None:
     """Remove everything deploy.local started: containers, networks, volumes, built images."""
-    from pipeline import compose
+    from pipeline.deploy import compose
     from pipeline.errors import EngineError
 
     with edge():
@@ -902,7 +904,7 @@ _K8S_HELP = {
 
 def _k8s_dir(s: Settings, env: str) -> Path:
     """The kustomize directory; a bad --env is said before anything else runs."""
-    from pipeline import k8s
+    from pipeline.deploy import k8s
 
     k8s_dir = ROOT / _extra(s, "k8s_dir", "docker/k8s")
     k8s.overlay_dir(k8s_dir, env)
@@ -911,7 +913,7 @@ def _k8s_dir(s: Settings, env: str) -> Path:
 
 def _render(s: Settings, k8s_dir: Path, env: str, image: str | None, out: str | None) -> Any:
     """The overlay rendered with --image (or the recorded pushed digest) pinned by digest."""
-    from pipeline import k8s
+    from pipeline.deploy import k8s
 
     return k8s.render(
         k8s_dir,
@@ -949,7 +951,7 @@ def deploy_k8s(
     timeout: int = 300,
 ) -> None:
     """Render the manifests, apply them with kubectl and wait for the rollout."""
-    from pipeline import k8s
+    from pipeline.deploy import k8s
 
     with edge():
         s = settings(c)
@@ -977,7 +979,7 @@ def deploy_rollback(
     timeout: int = 300,
 ) -> None:
     """Undo the last Kubernetes rollout of an environment and wait for it."""
-    from pipeline import k8s
+    from pipeline.deploy import k8s
 
     with edge():
         s = settings(c)
@@ -1021,7 +1023,7 @@ def report(
     Writes summary.md and SVG + PNG charts to build/report/; in GitHub Actions the Markdown
     also goes to the step summary. --notify posts the latest result to a webhook."""
     from pipeline.errors import UsageError
-    from pipeline.report import read_history, render_markdown, write_report
+    from pipeline.history.report import read_history, render_markdown, write_report
 
     with edge():
         s = settings(c)
@@ -1044,7 +1046,7 @@ def report(
             print(f"chart: {chart}")
         if notify:
             from pipeline.github import run_url
-            from pipeline.notify import payload, send
+            from pipeline.history.notify import payload, send
 
             latest = data.entries[-1]
             message = payload(latest, project=s.title or "api-gateway", run_url=run_url(os.environ))
@@ -1064,7 +1066,7 @@ def notify(c: Context, workflow: str | None = None, needs: str = "") -> None:
 
     Without the variable nothing is sent (said in one line, exit 0): the webhook is optional."""
     from pipeline.github import run_url
-    from pipeline.notify import job_results, send, workflow_payload
+    from pipeline.history.notify import job_results, send, workflow_payload
 
     with edge():
         s = settings(c)
@@ -1147,7 +1149,7 @@ def bench_tags(c: Context, runs: int = 20) -> None:
     (Invoke itself never writes tasks.pyc); the target is judged on the second. Then
     `python -c "import invoke"` alone, the floor no task can go under.
     """
-    from pipeline.benchtime import compile_bytecode, fresh_bytecode, time_process
+    from pipeline.bench.timing import compile_bytecode, fresh_bytecode, time_process
 
     argv = [sys.executable, "-m", "invoke", "-r", str(ROOT), "docker.tags", "--format", "json"]
     sources = [ROOT / "tasks.py", *sorted((ROOT / "pipeline").glob("*.py"))]
@@ -1190,12 +1192,12 @@ def bench_gateway(
     The gateway runs with 1 and 2 workers, in and out of its container; every target proxies to
     one upstream on 127.0.0.1. Also printed: the CPU per request of the proxy and of the load
     (wrk and the upstream), and the 2w/1w ceiling those allow on this machine's CPUs."""
-    from pipeline import bench_gateway as bench_gw
+    from pipeline.bench import gateway as bench_gw
 
     with edge():
         image = None
         if container:
-            from pipeline.record import BuildRecord
+            from pipeline.build.record import BuildRecord
 
             image = BuildRecord.read(ROOT / settings(c).record).reference
         results = bench_gw.run(float(seconds), int(connections), image, rounds=int(rounds))
@@ -1211,7 +1213,7 @@ bench.add_task(bench_gateway)
 )
 def bench_build(c: Context, starts: int = 5) -> None:
     """Print build figures: cold vs. cached rebuilds, multi-arch cost, image size, start time."""
-    from pipeline.bench_build import run_bench
+    from pipeline.bench.build import run_bench
 
     with edge():
         figures = run_bench(ROOT, settings(c), os.environ, starts=int(starts), report=print)

@@ -42,7 +42,7 @@ def invoke_defaults(pyproject: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TagPolicy:
-    """Which tags an event gets; see ``pipeline.versioning``."""
+    """Which tags an event gets; see ``pipeline.release.tags``."""
 
     default_branch: str = "main"
     latest: LatestPolicy = "branch"
@@ -96,16 +96,9 @@ class Settings:
 
 
 def _platforms(value: Any) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    platforms = tuple(str(p).strip() for p in items if str(p).strip())
-    for platform in platforms:
-        parts = platform.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ConfigError(
-                f"[tool.pipeline] platforms: {platform!r} is not OS/ARCH[/VARIANT]",
-                hint="use e.g. linux/amd64",
-            )
-    return platforms
+    from pipeline.oci.platform import parse_platforms
+
+    return parse_platforms(value, what="[tool.pipeline] platforms", error=ConfigError)
 
 
 def _tag_policy(raw: Mapping[str, Any]) -> TagPolicy:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipeline.bench_gateway import (
+from pipeline.bench.gateway import (
     Result,
     combine,
     cpu_ratio,

@@ -1,4 +1,4 @@
-"""pipeline.benchtime: whole-process timing and the bytecode the tags bench checks."""
+"""pipeline.bench.timing: whole-process timing and the bytecode the tags bench checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.benchtime import compile_bytecode, fresh_bytecode, time_process
+from pipeline.bench.timing import compile_bytecode, fresh_bytecode, time_process
 from pipeline.errors import CommandError
 
 

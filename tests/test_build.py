@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.build import (
+from pipeline.build.plan import (
     STAMP,
     BaseImage,
     BuildOptions,
@@ -38,7 +38,7 @@ from pipeline.build import (
 )
 from pipeline.config import Settings
 from pipeline.errors import UsageError
-from pipeline.versioning import ImageTags
+from pipeline.oci.labels import ImageTags
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = Settings(image="ghcr.io/acme/api-gateway", platforms=("linux/amd64", "linux/arm64"))
@@ -93,7 +93,7 @@ def test_platforms_default_to_the_host_locally_and_to_the_settings_in_ci(
 
 @pytest.mark.parametrize("bad", ["amd64", "linux/", "linux/arm/v7/x"])
 def test_a_platform_that_is_not_os_arch_is_a_usage_error(bad: str) -> None:
-    with pytest.raises(UsageError, match="expected OS/ARCH"):
+    with pytest.raises(UsageError, match="is not OS/ARCH"):
         choose_platforms((bad,), SETTINGS, {}, "linux/amd64")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from gateway.config import load as load_gateway_config
-from pipeline import compose
+from pipeline.deploy import compose
 from pipeline.errors import UsageError
 from tests.conftest import ROOT
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load
-from pipeline import engine
-from pipeline.containertest import (
+from pipeline.build.containertest import (
     LABEL_KEY,
     Check,
     gateway_config,
@@ -19,8 +18,9 @@ from pipeline.containertest import (
     missing_labels,
     run_checks,
 )
+from pipeline.build.record import BuildRecord
+from pipeline.engine import client as engine
 from pipeline.errors import GateError
-from pipeline.record import BuildRecord
 
 pytest_plugins = ["fixtures_image"]
 

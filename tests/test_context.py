@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.context import BuildContext, resolve
 from pipeline.errors import ContextError, UsageError
+from pipeline.gitref import ReleaseContext, resolve
 
 EVENTS = Path(__file__).parent / "fixtures" / "github"
 
@@ -28,8 +28,8 @@ def github_env(event: str, payload: str, ref: str, sha: str) -> dict[str, str]:
 def test_a_push_payload_gives_ref_sha_default_branch_and_commit_time() -> None:
     sha = "9f2c4e1b7d3a5f60c8e2b1d4a7f9c3e5b6d8a0f1"
     env = github_env("push", "push-main.json", "refs/heads/main", sha)
-    context = BuildContext.from_env(env)
-    assert context == BuildContext(
+    context = ReleaseContext.from_env(env)
+    assert context == ReleaseContext(
         event="push",
         ref="refs/heads/main",
         sha=sha,
@@ -42,27 +42,27 @@ def test_a_push_payload_gives_ref_sha_default_branch_and_commit_time() -> None:
 def test_a_pull_request_payload_gives_the_number_and_the_head_sha_not_the_merge_sha() -> None:
     merge = "e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4"
     env = github_env("pull_request", "pull_request.json", "refs/pull/42/merge", merge)
-    context = BuildContext.from_env(env)
+    context = ReleaseContext.from_env(env)
     assert (context.event, context.pr_number, context.sha) == ("pull_request", 42, merge)
     assert context.pr_head_sha == "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 
 
 def test_a_tag_push_payload_gives_the_tag() -> None:
     sha = "4e6a8c0d2f4b6e8a0c2e4a6c8e0a2c4e6a8c0d2f"
-    context = BuildContext.from_env(github_env("push", "push-tag.json", "refs/tags/v1.2.3", sha))
+    context = ReleaseContext.from_env(github_env("push", "push-tag.json", "refs/tags/v1.2.3", sha))
     assert (context.tag, context.branch, context.commit_time) == ("v1.2.3", None, 1795593600)
 
 
 def test_a_workflow_dispatch_payload_gives_the_branch_and_default_branch() -> None:
     sha = "0123456789abcdef0123456789abcdef01234567"
     env = github_env("workflow_dispatch", "workflow_dispatch.json", "refs/heads/develop", sha)
-    context = BuildContext.from_env(env)
+    context = ReleaseContext.from_env(env)
     assert (context.branch, context.default_branch, context.pr_number) == ("develop", "main", None)
 
 
 def test_github_environment_without_event_name_is_a_clear_error() -> None:
     with pytest.raises(ContextError, match="GITHUB_EVENT_NAME and GITHUB_SHA are not set"):
-        BuildContext.from_env({"GITHUB_ACTIONS": "true"})
+        ReleaseContext.from_env({"GITHUB_ACTIONS": "true"})
 
 
 def git(repo: Path, *args: str) -> str:
@@ -92,7 +92,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_a_local_checkout_gives_branch_head_and_commit_time(repo: Path) -> None:
-    context = BuildContext.from_git(repo)
+    context = ReleaseContext.from_git(repo)
     assert context.event == "local"
     assert context.ref == "refs/heads/feature/Login#2"
     assert context.sha == git(repo, "rev-parse", "HEAD")
@@ -102,37 +102,37 @@ def test_a_local_checkout_gives_branch_head_and_commit_time(repo: Path) -> None:
 
 def test_uncommitted_changes_make_a_local_build_dirty(repo: Path) -> None:
     (repo / "a.txt").write_text("changed")
-    assert BuildContext.from_git(repo).dirty is True
+    assert ReleaseContext.from_git(repo).dirty is True
 
 
 def test_untracked_files_make_a_local_build_dirty(repo: Path) -> None:
     (repo / "new.txt").write_text("new")
-    assert BuildContext.from_git(repo).dirty is True
+    assert ReleaseContext.from_git(repo).dirty is True
 
 
 def test_a_detached_head_has_no_branch(repo: Path) -> None:
     git(repo, "checkout", "-q", "--detach")
-    context = BuildContext.from_git(repo)
+    context = ReleaseContext.from_git(repo)
     assert (context.ref, context.branch, context.sha) == ("", None, git(repo, "rev-parse", "HEAD"))
 
 
 def test_a_branch_really_named_detached_is_still_a_branch(repo: Path) -> None:
     git(repo, "checkout", "-q", "-b", "(detached)")
-    assert BuildContext.from_git(repo).ref == "refs/heads/(detached)"
+    assert ReleaseContext.from_git(repo).ref == "refs/heads/(detached)"
 
 
 def test_a_tag_named_like_the_branch_does_not_change_the_branch(repo: Path) -> None:
     git(repo, "tag", "feature/Login#2")
-    assert BuildContext.from_git(repo).ref == "refs/heads/feature/Login#2"
+    assert ReleaseContext.from_git(repo).ref == "refs/heads/feature/Login#2"
 
 
 def test_the_origin_remote_is_the_source_as_an_https_url(repo: Path) -> None:
     git(repo, "remote", "add", "origin", "git@github.com:Acme/Api-Gateway.git")
-    assert BuildContext.from_git(repo).source == "https://github.com/Acme/Api-Gateway"
+    assert ReleaseContext.from_git(repo).source == "https://github.com/Acme/Api-Gateway"
 
 
 def test_inside_the_git_directory_head_and_branch_are_still_read(repo: Path) -> None:
-    context = BuildContext.from_git(repo / ".git")
+    context = ReleaseContext.from_git(repo / ".git")
     assert (context.ref, context.sha, context.dirty) == (
         "refs/heads/feature/Login#2",
         git(repo, "rev-parse", "HEAD"),
@@ -144,7 +144,7 @@ def test_inside_the_git_directory_head_and_branch_are_still_read(repo: Path) -> 
 def test_a_repository_without_commits_is_a_clear_error(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     with pytest.raises(ContextError) as caught:
-        BuildContext.from_git(tmp_path)
+        ReleaseContext.from_git(tmp_path)
     assert caught.value.one_line() == (
         f"{tmp_path} is not a git checkout with a commit: "
         "run inside the repository, or pass --ref and --sha"
@@ -153,7 +153,7 @@ def test_a_repository_without_commits_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_a_directory_outside_git_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ContextError) as caught:
-        BuildContext.from_git(tmp_path)
+        ReleaseContext.from_git(tmp_path)
     assert caught.value.one_line() == (
         f"{tmp_path} is not a git checkout with a commit: "
         "run inside the repository, or pass --ref and --sha"

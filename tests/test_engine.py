@@ -1,4 +1,4 @@
-"""pipeline.engine and the real builds: the image for linux/amd64 (the session's), once for
+"""pipeline.engine.client and the real builds: the image for linux/amd64 (the session's), once for
 linux/amd64 + linux/arm64 without emulated build steps, and the CA bundle secret that must
 never reach a layer or the image history."""
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import engine
-from pipeline.build import BuildOptions, read_progress, resolve_base
-from pipeline.containertest import run_checks
+from pipeline.build.containertest import run_checks
+from pipeline.build.plan import BuildOptions, read_progress, resolve_base
+from pipeline.build.record import BuildRecord
+from pipeline.engine import client as engine
 from pipeline.errors import EngineError
-from pipeline.record import BuildRecord
 
 pytest_plugins = ["fixtures_image"]
 

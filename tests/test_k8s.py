@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from gateway.config import parse as parse_gateway_config
-from pipeline import k8s
+from pipeline.deploy import k8s
 from pipeline.errors import UsageError
 from tests.conftest import ROOT
 
@@ -75,7 +75,7 @@ def test_a_reference_with_a_digest_is_used_as_is_without_asking_the_registry() -
 
 
 def test_without_image_the_pushed_digest_of_the_build_record_is_deployed(tmp_path: Path) -> None:
-    from pipeline.record import BuildRecord
+    from pipeline.build.record import BuildRecord
 
     def runner(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the registry was asked")

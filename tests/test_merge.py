@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.build import (
+from pipeline.build.plan import (
     BaseImage,
     BuildOptions,
     BuildPlan,
@@ -21,10 +21,16 @@ from pipeline.build import (
     run_build,
     write_digest_file,
 )
+from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
-from pipeline.context import BuildContext
 from pipeline.errors import RegistryError, UsageError
-from pipeline.merge import (
+from pipeline.gitref import ReleaseContext
+from pipeline.oci.labels import ImageTags
+from pipeline.oci.manifest import OCI_INDEX
+from pipeline.oci.reference import digest_of
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.upload import layout_blobs, manifest_of, upload_order
+from pipeline.release.merge import (
     covered_platforms,
     index_manifest,
     merge_sources,
@@ -34,11 +40,8 @@ from pipeline.merge import (
     read_digests_dir,
     record_for,
 )
-from pipeline.ocipush import layout_blobs, manifest_of, upload_order
-from pipeline.push import TagConflictError
-from pipeline.record import BuildRecord
-from pipeline.registry import OCI_INDEX, RegistryClient, digest_of
-from pipeline.versioning import ImageTags, compute_tags
+from pipeline.release.push import TagConflictError
+from pipeline.release.tags import compute_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = Settings(image="ghcr.io/acme/api-gateway", platforms=("linux/amd64", "linux/arm64"))
@@ -224,7 +227,7 @@ def test_the_composed_index_keeps_its_exact_bytes_and_digest() -> None:
 
 
 def test_the_record_of_the_index_carries_the_tags_of_the_build() -> None:
-    context = BuildContext(event="push", ref="refs/heads/main", sha="0" * 40)
+    context = ReleaseContext(event="push", ref="refs/heads/main", sha="0" * 40)
     record = record_for(TAGS, context, ["linux/amd64", "linux/arm64"], "2026-01-01T00:00:00Z")
     assert (record.tags, record.unique, record.immutable, record.latest) == (
         ["latest", "main-0123456"],
@@ -292,8 +295,8 @@ DOCKERFILE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY payload.bin /payload.bin\
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-def context_for(ref: str, commit_time: int | None = None) -> BuildContext:
-    return BuildContext(
+def context_for(ref: str, commit_time: int | None = None) -> ReleaseContext:
+    return ReleaseContext(
         event="push", ref=ref, sha=SHA, default_branch="main", commit_time=commit_time
     )
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from pipeline.errors import UsageError
-from pipeline.notify import NotifyError, job_results, payload, send, workflow_payload
-from pipeline.report import HistoryEntry, append_history
+from pipeline.history.notify import NotifyError, job_results, payload, send, workflow_payload
+from pipeline.history.report import HistoryEntry, append_history
 from tests.conftest import ROOT, SECRET_PATH, Receiver
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from faultproxy import push_image
 
+from pipeline.build.record import BuildRecord
 from pipeline.errors import UsageError
-from pipeline.outdated import (
+from pipeline.oci.reference import Reference
+from pipeline.release.outdated import (
     BASE_DIGEST,
     BASE_NAME,
     Base,
@@ -20,8 +22,6 @@ from pipeline.outdated import (
     base_from_record,
     base_reference,
 )
-from pipeline.record import BuildRecord
-from pipeline.registry import Reference
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64

@@ -13,7 +13,9 @@ import pytest
 from faultproxy import cosign_keys, push_image
 
 from pipeline.errors import UsageError
-from pipeline.promote import (
+from pipeline.oci.reference import Reference, parse_reference
+from pipeline.registry.client import NotFoundError, RegistryClient, RetryPolicy
+from pipeline.release.promote import (
     NoHistoryError,
     check_environment,
     environments,
@@ -24,8 +26,7 @@ from pipeline.promote import (
     promote,
     rollback,
 )
-from pipeline.registry import NotFoundError, Reference, RegistryClient, RetryPolicy, parse_reference
-from pipeline.sign import UnsignedError, config_from_env, sign
+from pipeline.release.sign import UnsignedError, config_from_env, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = RetryPolicy(attempts=3, max_seconds=10, initial=0.01, max_wait=0.05, jitter=0.01)

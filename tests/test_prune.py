@@ -12,8 +12,9 @@ import pytest
 from faultproxy import push_image
 
 from pipeline.errors import UsageError
-from pipeline.prune import Kind, Retention, classify, created_at, plan
-from pipeline.registry import RegistryClient, RetryPolicy, parse_reference
+from pipeline.oci.reference import parse_reference
+from pipeline.registry.client import RegistryClient, RetryPolicy
+from pipeline.release.prune import Kind, Retention, classify, created_at, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

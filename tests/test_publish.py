@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 from faultproxy import cosign_keys, remove_images
 
+from pipeline.build.record import BuildRecord
 from pipeline.config import Settings, invoke_defaults, load_pyproject
 from pipeline.errors import GateError, UsageError
-from pipeline.publish import (
+from pipeline.oci.reference import parse_reference
+from pipeline.registry.client import RegistryClient
+from pipeline.release.publish import (
     PublishPlan,
     PublishRequest,
     Step,
@@ -30,8 +33,6 @@ from pipeline.publish import (
     should_push,
     text,
 )
-from pipeline.record import BuildRecord
-from pipeline.registry import RegistryClient, parse_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = "sha256:" + "d" * 64

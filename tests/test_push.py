@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 from faultproxy import FaultProxy, build_image, remove_images
 
-from pipeline.push import (
+from pipeline.build.record import BuildRecord
+from pipeline.oci.reference import parse_reference
+from pipeline.registry.client import (
+    Credentials,
+    RegistryClient,
+    RegistryError,
+    RetryPolicy,
+    TransientRegistryError,
+    is_transient,
+)
+from pipeline.release.push import (
     TagConflictError,
     docker_cli,
     login,
@@ -22,16 +32,6 @@ from pipeline.push import (
     push,
     staging_tag,
     update_record,
-)
-from pipeline.record import BuildRecord
-from pipeline.registry import (
-    Credentials,
-    RegistryClient,
-    RegistryError,
-    RetryPolicy,
-    TransientRegistryError,
-    is_transient,
-    parse_reference,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,7 +173,7 @@ def test_no_credentials_means_no_login() -> None:
 
 
 def test_the_record_gets_the_digest_and_pushed() -> None:
-    from pipeline.push import PushResult
+    from pipeline.release.push import PushResult
 
     record = update_record(branch(), PushResult("i", A, PLATFORMS, ["latest"], attestations=2))
     assert record.digest == A and record.pushed is True
@@ -478,7 +478,7 @@ def test_a_push_and_its_signature_get_through_a_flaky_registry(
 ) -> None:
     from faultproxy import cosign_keys
 
-    from pipeline.sign import config_from_env, sign, verify
+    from pipeline.release.sign import config_from_env, sign, verify
 
     policy = RetryPolicy(attempts=6, max_seconds=60, initial=0.05, max_wait=0.3, jitter=0.05)
     signing = config_from_env({**os.environ, **cosign_keys(tmp_path / "keys")})

@@ -14,21 +14,18 @@ import pytest
 from faultproxy import FaultProxy, build_image, remove_images
 
 from pipeline.errors import RegistryError
-from pipeline.registry import (
+from pipeline.oci.manifest import Manifest
+from pipeline.oci.reference import Reference, digest_of, is_loopback, parse_reference
+from pipeline.registry.client import (
     AuthError,
     Credentials,
-    Manifest,
     NotFoundError,
-    Reference,
     RegistryClient,
     RetryPolicy,
     TransientRegistryError,
     call_with_retry,
     client_for,
     credentials_for,
-    digest_of,
-    is_loopback,
-    parse_reference,
     retry_policy,
 )
 

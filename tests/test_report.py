@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.build.record import BuildRecord
 from pipeline.errors import UsageError
-from pipeline.record import BuildRecord
-from pipeline.report import (
+from pipeline.history.report import (
     HistoryEntry,
     append_history,
     entry_from_record,

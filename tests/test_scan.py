@@ -19,31 +19,25 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.build.record import BuildRecord
+from pipeline.engine.client import daemon_info
 from pipeline.errors import ConfigError, GateError, ScannerError, UsageError
-from pipeline.record import BuildRecord
-from pipeline.scan import (
+from pipeline.oci.platform import normalize_platform, pick_platform
+from pipeline.scan.policy import (
     SCANNERS,
     IgnoreEntry,
     Policy,
-    ScanResult,
-    Target,
-    by_digest,
-    engine_platform,
-    gate_error,
-    github_outputs,
-    is_local_registry,
     judge,
     load_ignore,
-    normalize_platform,
     parse_ignore,
-    parse_manifest,
     parse_require,
     parse_severities,
-    pick_platform,
-    scan_image,
     scan_settings,
 )
-from pipeline.scanners import Finding, ScannerRun, Trivy, parse_trivy
+from pipeline.scan.report import github_outputs, markdown
+from pipeline.scan.result import ScanResult, Target, gate_error
+from pipeline.scan.run import scan_image
+from pipeline.scan.tools import Finding, ScannerRun, Trivy, parse_trivy
 from tests.conftest import FIXTURES, ROOT
 
 TODAY = dt.date(2026, 11, 29)
@@ -350,49 +344,6 @@ def test_daemon_platforms_are_normalized() -> None:
     assert normalize_platform("linux", "amd64") == "linux/amd64"
 
 
-@pytest.mark.parametrize(
-    ("ref", "expected"),
-    [
-        ("127.0.0.1:5000/test/gw:1.2.3", "127.0.0.1:5000/test/gw@sha256:ab"),
-        ("ghcr.io/acme/api-gateway", "ghcr.io/acme/api-gateway@sha256:ab"),
-        ("ghcr.io/acme/gw@sha256:00", "ghcr.io/acme/gw@sha256:ab"),
-        ("localhost:5000/gw:v1", "localhost:5000/gw@sha256:ab"),
-    ],
-)
-def test_references_are_rewritten_to_a_digest(ref: str, expected: str) -> None:
-    assert by_digest(ref, "sha256:ab") == expected
-
-
-@pytest.mark.parametrize(
-    ("ref", "local"),
-    [
-        ("127.0.0.1:5000/test/gw:1", True),
-        ("localhost:5000/gw", True),
-        ("ghcr.io/acme/gw:1", False),
-        ("acme/gw:1", False),
-    ],
-)
-def test_only_loopback_registries_are_insecure(ref: str, local: bool) -> None:
-    assert is_local_registry(ref) is local
-
-
-def test_an_index_manifest_gives_its_digest_and_real_platforms() -> None:
-    text = json.dumps(
-        {
-            "digest": "sha256:7b0b",
-            "manifests": [
-                {"digest": "sha256:1", "platform": {"os": "linux", "architecture": "amd64"}},
-                {
-                    "digest": "sha256:2",
-                    "platform": {"os": "linux", "architecture": "arm", "variant": "v7"},
-                },
-                {"digest": "sha256:3", "platform": {"os": "unknown", "architecture": "unknown"}},
-            ],
-        }
-    )
-    assert parse_manifest(text) == ("sha256:7b0b", ("linux/amd64", "linux/arm/v7"))
-
-
 # --- the ignore file ---
 
 
@@ -585,7 +536,7 @@ def test_an_image_with_requests_2_19_0_fails_the_gate(
     vulnerable_image: tuple[str, Path], trivy_db: Path, tmp_path: Path
 ) -> None:
     tag, dockerfile = vulnerable_image
-    result = _scan(tag, dockerfile, trivy_db, tmp_path, platform=engine_platform())
+    result = _scan(tag, dockerfile, trivy_db, tmp_path, platform=daemon_info().platform)
     assert result.states == {
         "vuln": "failed",
         "secret": "passed",
@@ -597,7 +548,7 @@ def test_an_image_with_requests_2_19_0_fails_the_gate(
     assert [(f.id, f.package, f.fixed) for f in result.verdict("vuln").failing] == [
         ("CVE-2018-18074", "requests", "2.20.0")
     ]
-    assert result.target.platform == engine_platform()
+    assert result.target.platform == daemon_info().platform
     sbom = json.loads((tmp_path / "sbom.cdx.json").read_text())
     assert sbom["bomFormat"] == "CycloneDX"
     assert "requests" in {c["name"] for c in sbom["components"]}
@@ -624,7 +575,7 @@ def test_an_expired_ignore_entry_for_the_cve_fails_again(
     result = _scan(tag, dockerfile, trivy_db, tmp_path, entry)
     assert not result.passed
     assert result.states["vuln"] == "failed"
-    assert "`CVE-2018-18074` expired 2026-10-31" in result.markdown()
+    assert "`CVE-2018-18074` expired 2026-10-31" in markdown(result)
 
 
 @pytest.mark.engine
@@ -652,7 +603,7 @@ def test_the_local_store_cannot_scan_another_platform_and_says_so(
     vulnerable_image: tuple[str, Path], trivy_db: Path, tmp_path: Path
 ) -> None:
     tag, dockerfile = vulnerable_image
-    other = "linux/arm64" if engine_platform() == "linux/amd64" else "linux/amd64"
+    other = "linux/arm64" if daemon_info().platform == "linux/amd64" else "linux/amd64"
     (tmp_path / "scan.json").write_text('{"result": "passed"}')  # from an earlier scan
     with pytest.raises(ScannerError, match=f"asked to scan {other} of {tag} but Trivy read"):
         _scan(tag, dockerfile, trivy_db, tmp_path, platform=other)
@@ -676,7 +627,7 @@ def test_a_token_planted_in_a_layer_fails_the_secret_scan(
 @pytest.mark.engine
 def test_the_projects_own_image_passes(project_image: str, trivy_db: Path, tmp_path: Path) -> None:
     result = _scan(project_image, ROOT / "docker" / "Dockerfile", trivy_db, tmp_path)
-    assert result.states == dict.fromkeys(SCANNERS, "passed"), result.markdown()
+    assert result.states == dict.fromkeys(SCANNERS, "passed"), markdown(result)
     assert result.passed
 
 
@@ -729,7 +680,7 @@ def test_docker_scan_reads_the_build_record_and_writes_every_report(
     doc = json.loads((out / "scan.json").read_text())
     assert doc["result"] == "failed"
     assert doc["target"]["reference"] == tag
-    assert doc["target"]["platform"] == engine_platform()
+    assert doc["target"]["platform"] == daemon_info().platform
     assert step_summary.read_text() == (out / "summary.md").read_text()
     assert "result=failed\n" in outputs.read_text()
     assert f"sarif={out / 'scan.sarif'}\n" in outputs.read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ScannerError
-from pipeline.scanners import (
+from pipeline.scan.tools import (
     Finding,
     ImageSource,
     Trivy,

@@ -7,18 +7,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.scan import (
-    SCANNERS,
-    IgnoreEntry,
-    Policy,
-    ScanResult,
-    Target,
-    judge,
-    read_result,
-    write_reports,
-)
-from pipeline.scanners import Finding, ScannerRun
-from pipeline.scanreport import MAX_ROWS, markdown, sarif
+from pipeline.scan.policy import SCANNERS, IgnoreEntry, Policy, judge
+from pipeline.scan.report import MAX_ROWS, markdown, sarif, write_reports
+from pipeline.scan.result import ScanResult, Target, read_result
+from pipeline.scan.tools import Finding, ScannerRun
 
 TODAY = dt.date(2026, 11, 29)
 DEFAULT = Policy()
@@ -197,6 +189,6 @@ def test_reports_are_written_and_the_json_reads_back(tmp_path: Path) -> None:
         "scan.sarif",
         "summary.md",
     ]
-    assert paths["summary"].read_text() == result.markdown()
+    assert paths["summary"].read_text() == markdown(result)
     assert read_result(paths["json"]) == result.to_json()
-    assert json.loads(paths["sarif"].read_text()) == result.sarif()
+    assert json.loads(paths["sarif"].read_text()) == sarif(result)

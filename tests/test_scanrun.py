@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import UsageError
-from pipeline.scanrun import ScanRequest, run_scan, tool
+from pipeline.scan.run import ScanRequest, run_scan, tool
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings, TagPolicy
-from pipeline.context import BuildContext
 from pipeline.errors import InvalidRefError
-from pipeline.versioning import (
+from pipeline.gitref import ReleaseContext
+from pipeline.release.tags import (
     SemVer,
     compute_labels,
     compute_tags,
@@ -27,19 +27,19 @@ LONG_SHA_UNCUT = f"{LONG_CUT}-0123456"
 LONG_SHA_CUT = "a" * 119 + "-" + hashlib.sha256(LONG_SHA_UNCUT.encode()).hexdigest()[:8]
 
 
-def push(ref: str, **kw: Any) -> BuildContext:
-    return BuildContext(event=kw.pop("event", "push"), ref=ref, sha=SHA, **kw)
+def push(ref: str, **kw: Any) -> ReleaseContext:
+    return ReleaseContext(event=kw.pop("event", "push"), ref=ref, sha=SHA, **kw)
 
 
-def pr(number: int, head: str | None = HEAD, event: str = "pull_request") -> BuildContext:
-    return BuildContext(
+def pr(number: int, head: str | None = HEAD, event: str = "pull_request") -> ReleaseContext:
+    return ReleaseContext(
         event=event, ref=f"refs/pull/{number}/merge", sha=SHA, pr_number=number, pr_head_sha=head
     )
 
 
-def local(branch: str | None, dirty: bool = False) -> BuildContext:
+def local(branch: str | None, dirty: bool = False) -> ReleaseContext:
     ref = f"refs/heads/{branch}" if branch else ""
-    return BuildContext(event="local", ref=ref, sha=SHA, dirty=dirty)
+    return ReleaseContext(event="local", ref=ref, sha=SHA, dirty=dirty)
 
 
 def policy(**tags: Any) -> Settings:
@@ -50,7 +50,7 @@ DEFAULT = policy()
 RELEASE = policy(latest="release")
 
 # (context, policy, released, tags, version, latest)
-TABLE: list[tuple[str, BuildContext, Settings, tuple[str, ...], list[str], str, bool]] = [
+TABLE: list[tuple[str, ReleaseContext, Settings, tuple[str, ...], list[str], str, bool]] = [
     # -- the table, default policy
     (
         "push main",
@@ -464,7 +464,7 @@ TABLE: list[tuple[str, BuildContext, Settings, tuple[str, ...], list[str], str, 
     ids=[row[0] for row in TABLE],
 )
 def test_each_event_gets_exactly_its_tags_and_version(
-    context: BuildContext,
+    context: ReleaseContext,
     settings: Settings,
     released: tuple[str, ...],
     tags: list[str],

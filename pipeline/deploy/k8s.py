@@ -1,0 +1,439 @@
+"""Kubernetes: render the kustomize overlays with the image pinned by digest, check the result,
+apply it with kubectl and wait for the rollout, or undo the last rollout.
+
+Rendering is offline (``kubectl kustomize``); only ``apply`` and ``rollback`` need a cluster, and
+they refuse with one clear error when kubectl has none configured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import CommandError, RegistryError, UsageError
+from pipeline.proc import run
+
+ENVIRONMENTS: tuple[str, ...] = ("staging", "production")
+#: The image name the base uses as a placeholder; the render replaces it with ``name@digest``.
+PLACEHOLDER = "gateway"
+DEPLOYMENT = "gateway"
+CONTAINER = "gateway"
+CONFIG_KEY = "gateway.toml"
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+KUBECTL_HINT = "install kubectl (Debian/Ubuntu: apt-get install kubectl) and put it on PATH"
+
+Runner = Callable[..., Any]
+
+
+class ClusterError(UsageError):
+    """No Kubernetes cluster is configured for kubectl."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image reference split into its name (registry/repository), tag and digest."""
+
+    name: str
+    tag: str = ""
+    digest: str = ""
+
+    @property
+    def pinned(self) -> str:
+        if not self.digest:
+            raise UsageError(f"{self.name}: no digest to pin")
+        return f"{self.name}@{self.digest}"
+
+
+def parse_ref(ref: str) -> ImageRef:
+    """``registry/repo[:tag][@sha256:...]`` into its parts. A colon after the last slash starts
+    the tag (a colon before it is a registry port)."""
+    text = ref.strip()
+    if not text or any(c.isspace() for c in text):
+        raise UsageError(f"--image {ref!r}: not an image reference", hint="e.g. ghcr.io/o/r:1.2.3")
+    name, _, digest = text.partition("@")
+    if digest and not DIGEST.match(digest):
+        raise UsageError(f"--image {ref!r}: the digest is not sha256:<64 hex>")
+    tag = ""
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+        if not tag:
+            raise UsageError(f"--image {ref!r}: empty tag")
+    if not name or name.endswith("/"):
+        raise UsageError(f"--image {ref!r}: no repository name")
+    return ImageRef(name=name, tag=tag, digest=digest)
+
+
+def resolve_digest(ref: str, *, runner: Runner = run) -> ImageRef:
+    """The reference pinned to its digest: as given if it has one, otherwise the registry's
+    digest for the tag (the image index for a multi-platform image)."""
+    image = parse_ref(ref)
+    if image.digest:
+        return image
+    # TODO(lead): unify with pipeline.registry.client's digest lookup once it exists.
+    done = runner(
+        ["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{json .Manifest}}"],
+        error=RegistryError,
+        what=f"resolving {ref} to a digest",
+        hint="push the image first, or pass --image NAME@sha256:...",
+        timeout=120,
+    )
+    try:
+        digest = str(json.loads(done.stdout)["digest"])
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(
+            f"resolving {ref}: unexpected output from docker buildx imagetools inspect"
+        ) from None
+    if not DIGEST.match(digest):
+        raise RegistryError(f"resolving {ref}: {digest!r} is not a sha256 digest")
+    return ImageRef(name=image.name, tag=image.tag, digest=digest)
+
+
+def overlay_dir(k8s_dir: Path, env: str) -> Path:
+    if env not in ENVIRONMENTS:
+        raise UsageError(f"--env {env!r}: expected one of {', '.join(ENVIRONMENTS)}")
+    path = k8s_dir / "overlays" / env
+    if not (path / "kustomization.yaml").is_file():
+        raise UsageError(f"{path}: no kustomization.yaml")
+    return path
+
+
+def kustomize(directory: Path, *, kubectl: str = "kubectl", runner: Runner = run) -> str:
+    """``kubectl kustomize DIR``: the rendered YAML stream."""
+    done = runner(
+        [kubectl, "kustomize", str(directory)],
+        what=f"kubectl kustomize {directory.name}",
+        hint=KUBECTL_HINT,
+        timeout=120,
+    )
+    return str(done.stdout)
+
+
+def load_documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def render_overlay(
+    k8s_dir: Path, env: str, image: ImageRef, *, kubectl: str = "kubectl", runner: Runner = run
+) -> str:
+    """The overlay rendered with the gateway image set to ``name@digest`` (through kustomize's
+    image transformer, in a throw-away kustomization on top of the overlay)."""
+    overlay = overlay_dir(k8s_dir, env).resolve()
+    if not image.digest:
+        raise UsageError(f"{image.name}: the render pins images by digest; none given")
+    with tempfile.TemporaryDirectory(prefix="k8s-render-") as tmp:
+        wrapper = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(overlay, tmp)],
+            "images": [{"name": PLACEHOLDER, "newName": image.name, "digest": image.digest}],
+        }
+        Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(wrapper), encoding="utf-8")
+        return kustomize(Path(tmp), kubectl=kubectl, runner=runner)
+
+
+def find(docs: Sequence[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def check_manifests(docs: Sequence[Mapping[str, Any]], image: str) -> list[str]:
+    """What is wrong with rendered manifests (empty: nothing): the image pin, the security
+    settings, probes, resources, the companions (Service, PDB, HPA, ConfigMap), and the
+    termination grace period against the gateway's drain time."""
+    problems: list[str] = []
+    deployments = find(docs, "Deployment")
+    if len(deployments) != 1:
+        return [f"expected one Deployment, found {len(deployments)}"]
+    deployment = deployments[0]
+    spec = deployment.get("spec", {})
+    pod = spec.get("template", {}).get("spec", {})
+    pod_labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
+    pod_sc = pod.get("securityContext", {})
+    if pod_sc.get("runAsNonRoot") is not True:
+        problems.append("pod: securityContext.runAsNonRoot is not true")
+    if pod_sc.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        problems.append("pod: no seccompProfile (RuntimeDefault or Localhost)")
+    containers = {c.get("name"): c for c in pod.get("containers", [])}
+    container = containers.get(CONTAINER)
+    if container is None:
+        return [*problems, f"no container named {CONTAINER!r}"]
+    if container.get("image") != image:
+        problems.append(f"container image is {container.get('image')!r}, expected {image!r}")
+    if not re.search(r"@sha256:[0-9a-f]{64}$", str(container.get("image", ""))):
+        problems.append("container image is not pinned by digest")
+    sc = container.get("securityContext", {})
+    if sc.get("readOnlyRootFilesystem") is not True:
+        problems.append("container: readOnlyRootFilesystem is not true")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append("container: allowPrivilegeEscalation is not false")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
+        problems.append("container: capabilities are not drop [ALL] with nothing added")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        if container.get(probe, {}).get("httpGet", {}).get("path") != path:
+            problems.append(f"container: {probe} is not an HTTP GET of {path}")
+    resources = container.get("resources", {})
+    for part in ("requests", "limits"):
+        for what in ("cpu", "memory"):
+            if what not in resources.get(part, {}):
+                problems.append(f"container: no resources.{part}.{what}")
+    problems += _check_companions(docs, deployment, pod_labels)
+    problems += _check_termination(docs, pod, container)
+    return problems
+
+
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
+    wanted = selector.get("matchLabels", selector)
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _check_companions(
+    docs: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any], pod_labels: Mapping[str, Any]
+) -> list[str]:
+    problems: list[str] = []
+    name = deployment.get("metadata", {}).get("name")
+    services = find(docs, "Service")
+    if not any(_selects(s.get("spec", {}).get("selector", {}), pod_labels) for s in services):
+        problems.append("no Service selects the gateway pods")
+    pdbs = find(docs, "PodDisruptionBudget")
+    if not any(_selects(p.get("spec", {}).get("selector", {}), pod_labels) for p in pdbs):
+        problems.append("no PodDisruptionBudget selects the gateway pods")
+    hpas = find(docs, "HorizontalPodAutoscaler")
+    if not any(h.get("spec", {}).get("scaleTargetRef", {}).get("name") == name for h in hpas):
+        problems.append("no HorizontalPodAutoscaler scales the Deployment")
+    return problems
+
+
+def gateway_config(
+    docs: Sequence[Mapping[str, Any]], pod: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """The ConfigMap the pod mounts and its parsed ``gateway.toml``, if any."""
+    names = {
+        v.get("configMap", {}).get("name") for v in pod.get("volumes", []) if v.get("configMap")
+    }
+    for cm in find(docs, "ConfigMap"):
+        cm_name = cm.get("metadata", {}).get("name")
+        text = cm.get("data", {}).get(CONFIG_KEY)
+        if cm_name in names and text is not None:
+            return str(cm_name), tomllib.loads(text)
+    return None
+
+
+def drain_timeout(config: Mapping[str, Any]) -> float:
+    """``[server] drain_timeout``, with the gateway's default (gateway/config.py)."""
+    return float(config.get("server", {}).get("drain_timeout", 10.0))
+
+
+def _check_termination(
+    docs: Sequence[Mapping[str, Any]], pod: Mapping[str, Any], container: Mapping[str, Any]
+) -> list[str]:
+    found = gateway_config(docs, pod)
+    if found is None:
+        return [f"no ConfigMap with {CONFIG_KEY} is mounted by the pod"]
+    _, config = found
+    drain = drain_timeout(config)
+    pre_stop = float(
+        container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    )
+    grace = float(pod.get("terminationGracePeriodSeconds", 30))
+    if grace < pre_stop + drain:
+        return [
+            f"terminationGracePeriodSeconds {grace:g} < preStop sleep {pre_stop:g}"
+            f" + drain_timeout {drain:g}: pods would be killed mid-drain"
+        ]
+    if grace > pre_stop + drain + 15:
+        return [
+            f"terminationGracePeriodSeconds {grace:g} is far above preStop sleep {pre_stop:g}"
+            f" + drain_timeout {drain:g}: a stuck pod lingers"
+        ]
+    return []
+
+
+@dataclass(frozen=True)
+class Rendered:
+    env: str
+    path: Path
+    image: str
+    namespace: str
+
+
+def render(
+    k8s_dir: Path,
+    env: str,
+    image: ImageRef,
+    out_dir: Path,
+    *,
+    kubectl: str = "kubectl",
+    runner: Runner = run,
+) -> Rendered:
+    """Render, check and write ``out_dir/<env>.yaml``; nothing is written if a check fails."""
+    text = render_overlay(k8s_dir, env, image, kubectl=kubectl, runner=runner)
+    docs = load_documents(text)
+    problems = check_manifests(docs, image.pinned)
+    if problems:
+        raise UsageError(
+            f"{env} manifests: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            hint=f"fix {k8s_dir}",
+        )
+    namespace = str(find(docs, "Deployment")[0].get("metadata", {}).get("namespace", "default"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{env}.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return Rendered(env=env, path=path, image=image.pinned, namespace=namespace)
+
+
+def namespace_of(manifest: Path) -> str:
+    """The Deployment's namespace in a rendered manifest file."""
+    try:
+        docs = load_documents(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"no rendered manifests at {manifest}", hint="run `invoke deploy.render` first"
+        ) from None
+    deployments = find(docs, "Deployment")
+    if not deployments:
+        raise UsageError(f"{manifest}: no Deployment")
+    return str(deployments[0].get("metadata", {}).get("namespace", "default"))
+
+
+def kubectl_base(kubectl: str, context: str | None) -> list[str]:
+    return [kubectl, *(["--context", context] if context else [])]
+
+
+def require_cluster(
+    *,
+    kubectl: str = "kubectl",
+    context: str | None = None,
+    env: Mapping[str, str] | None = None,
+    runner: Runner = run,
+) -> str:
+    """The kubectl context to use; ``ClusterError`` when none is configured."""
+    if context:
+        argv = [kubectl, "config", "get-contexts", context, "-o", "name"]
+    else:
+        argv = [kubectl, "config", "current-context"]
+    try:
+        done = runner(argv, env=env, hint=KUBECTL_HINT, timeout=30)
+    except CommandError as exc:
+        if exc.returncode is None:  # kubectl itself is missing
+            raise
+        where = env.get("KUBECONFIG") if env else None
+        if context:
+            message = f"no Kubernetes cluster configured: kubectl has no context {context!r}"
+        else:
+            message = "no Kubernetes cluster configured: kubectl has no current context"
+        if where:
+            message += f" (KUBECONFIG={where})"
+        raise ClusterError(
+            message, hint="set KUBECONFIG to a kubeconfig for the cluster, or pass --context NAME"
+        ) from None
+    return str(done.stdout).strip() or (context or "")
+
+
+def apply(
+    manifest: Path,
+    *,
+    kubectl: str = "kubectl",
+    context: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: int = 300,
+    runner: Runner = run,
+) -> str:
+    """``kubectl apply`` the rendered manifests, then wait for the Deployment's rollout."""
+    used = require_cluster(kubectl=kubectl, context=context, env=env, runner=runner)
+    namespace = namespace_of(manifest)
+    base = kubectl_base(kubectl, context)
+    runner(
+        [*base, "apply", "-f", str(manifest)],
+        env=env,
+        what=f"kubectl apply ({used})",
+        timeout=timeout_s,
+    )
+    wait_rollout(base, namespace, env=env, timeout_s=timeout_s, runner=runner)
+    return namespace
+
+
+def wait_rollout(
+    base: Sequence[str],
+    namespace: str,
+    *,
+    env: Mapping[str, str] | None,
+    timeout_s: int,
+    runner: Runner = run,
+) -> None:
+    runner(
+        [
+            *base,
+            "rollout",
+            "status",
+            f"deployment/{DEPLOYMENT}",
+            "-n",
+            namespace,
+            f"--timeout={timeout_s}s",
+        ],
+        env=env,
+        what=f"rollout of deployment/{DEPLOYMENT} in {namespace}",
+        hint=f"inspect with kubectl -n {namespace} describe deployment/{DEPLOYMENT}",
+        timeout=timeout_s + 30,
+    )
+
+
+def rollback(
+    namespace: str,
+    *,
+    kubectl: str = "kubectl",
+    context: str | None = None,
+    env: Mapping[str, str] | None = None,
+    to_revision: int | None = None,
+    timeout_s: int = 300,
+    runner: Runner = run,
+) -> None:
+    """``kubectl rollout undo`` the Deployment (to the previous revision unless given), then
+    wait for that rollout. Config maps are content-hashed and never deleted by a render, so
+    the previous revision still finds its config."""
+    require_cluster(kubectl=kubectl, context=context, env=env, runner=runner)
+    base = kubectl_base(kubectl, context)
+    argv = [*base, "rollout", "undo", f"deployment/{DEPLOYMENT}", "-n", namespace]
+    if to_revision is not None:
+        argv.append(f"--to-revision={to_revision}")
+    runner(argv, env=env, what=f"rollback of deployment/{DEPLOYMENT}", timeout=60)
+    wait_rollout(base, namespace, env=env, timeout_s=timeout_s, runner=runner)
+
+
+def overlay_namespace(
+    k8s_dir: Path, env: str, *, kubectl: str = "kubectl", runner: Runner = run
+) -> str:
+    """The namespace an overlay deploys to (for a rollback without a fresh render)."""
+    docs = load_documents(kustomize(overlay_dir(k8s_dir, env), kubectl=kubectl, runner=runner))
+    deployments = find(docs, "Deployment")
+    if not deployments:
+        raise UsageError(f"{env} overlay: no Deployment")
+    return str(deployments[0].get("metadata", {}).get("namespace", "default"))
+
+
+def image_for(image: str | None, record_path: Path, *, runner: Runner = run) -> ImageRef:
+    """``--image`` (a tag is resolved to its digest), else the pushed digest the build record
+    at ``record_path`` holds."""
+    from pipeline.build.record import BuildRecord
+
+    if image:
+        return resolve_digest(image, runner=runner)
+    record = BuildRecord.read(record_path)
+    if not (record.pushed and record.digest):
+        raise UsageError(
+            f"{record_path} records no pushed digest",
+            hint="push the image (invoke docker.publish) or pass --image REF",
+        )
+    return resolve_digest(f"{record.image}@{record.digest}", runner=runner)

@@ -1,0 +1,318 @@
+"""``docker.merge``: the per-platform images that ``docker.build --push --push-by-digest`` pushed
+(one job per platform, no tag) become ONE tagged multi-platform index.
+
+Order, with the discipline of ``pipeline.release.push`` (whose functions it reuses):
+
+1. every digest must be in the image's repository, and together they must cover every expected
+   platform exactly once (else: one line, nothing written);
+2. ``docker buildx imagetools create --dry-run`` composes the index from ``IMAGE@DIGEST``
+   sources: its exact bytes, hence its digest, are known before anything is written;
+3. the immutable release tags are checked against that index (another image: refuse; the
+   same index, or the same platform manifests under another index, as a re-run of the
+   workflow gives since provenance records each build: keep what the registry has);
+4. the index is written under the staging tag (the unique tag), read back, and must list every
+   expected platform;
+5. immutable and unique tags, then the moving tags last, by PUTting the same manifest bytes.
+
+A re-run converges: each step is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.build.record import BuildRecord
+from pipeline.errors import CommandError, RegistryError, UsageError
+from pipeline.gitref import ReleaseContext
+from pipeline.oci.labels import LABEL, ImageTags
+from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
+from pipeline.oci.platform import platform_key
+from pipeline.oci.reference import digest_of, is_digest, parse_reference
+from pipeline.proc import run
+from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.release.push import (
+    Log,
+    PushResult,
+    _platforms,
+    _refuse_conflicts,
+    _write,
+    plan_tags,
+    same_image,
+    staging_tag,
+    update_record,
+)
+
+# ``IMAGE@DIGEST`` sources in, the index's exact bytes out (``imagetools create --dry-run``).
+Composer = Callable[[Sequence[str]], bytes]
+
+
+# --- pure ---
+
+
+def platform_of_file(name: str) -> str:
+    """``linux-arm64`` -> ``linux/arm64`` (the name ``docker.build`` gives a digest file)."""
+    return name.replace("-", "/")
+
+
+def read_digests_dir(directory: Path) -> dict[str, str]:
+    """Digest files (``<os>-<arch>``, one digest each) -> {platform: digest}. A file that is not
+    one digest is a one-line error."""
+    if not directory.is_dir():
+        raise UsageError(
+            f"--digests-dir {directory}: no such directory",
+            hint="download the digest artifacts of the per-platform builds first",
+        )
+    found: dict[str, str] = {}
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or path.name.startswith(".") or path.name.endswith(".tmp"):
+            continue
+        text = path.read_text(encoding="utf-8").strip()
+        if not is_digest(text):
+            raise UsageError(f"{path}: expected one sha256:... digest, found {text[:80]!r}")
+        found[platform_of_file(path.name)] = text
+    return found
+
+
+def merge_sources(digests: Iterable[str], from_dir: Iterable[str] = ()) -> tuple[str, ...]:
+    """The digests to merge, ``--digest`` values first, duplicates once; at least one, each a
+    ``sha256:`` digest."""
+    items = [d.strip() for d in [*digests, *from_dir] if d.strip()]
+    for digest in items:
+        if not is_digest(digest):
+            raise UsageError(f"--digest {digest!r}: expected sha256: and 64 hex digits")
+    if not items:
+        raise UsageError(
+            "nothing to merge: no --digest and no digest file",
+            hint="pass --digest sha256:... (repeatable) or --digests-dir build/digests",
+        )
+    return tuple(dict.fromkeys(items))
+
+
+def covered_platforms(by_source: Mapping[str, Sequence[str]], image: str) -> list[str]:
+    """Every platform of the sources, in order; a platform in two sources is an error (the
+    index would hold two images for it)."""
+    seen: dict[str, str] = {}
+    for digest, platforms in by_source.items():
+        for platform in platforms:
+            if platform in seen:
+                raise UsageError(
+                    f"{image}@{seen[platform]} and @{digest} are both {platform}: "
+                    "merge one image per platform",
+                )
+            seen[platform] = digest
+    return list(seen)
+
+
+def missing_platforms(expected: Iterable[str], found: Iterable[str]) -> list[str]:
+    """Expected platforms the index lacks (``linux/arm64`` matches ``linux/arm64/v8``)."""
+
+    have = {platform_key(p) for p in found}
+    return [p for p in expected if platform_key(p) not in have]
+
+
+def index_manifest(body: bytes) -> Manifest:
+    """The composed index as the registry will store it: exact bytes, digest, media type."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise RegistryError(f"imagetools create returned no index ({exc})") from None
+    media_type = str(data.get("mediaType", "")) if isinstance(data, dict) else ""
+    if media_type and media_type not in INDEX_TYPES:
+        raise RegistryError(f"imagetools create returned a {media_type}, not an index")
+    return Manifest(digest_of(body), media_type or OCI_INDEX, body)
+
+
+def record_for(
+    tags: ImageTags, context: ReleaseContext, platforms: Sequence[str], built_at: str = ""
+) -> BuildRecord:
+    """The record of the index to be: the tags ``docker.build`` computes for this context."""
+    return BuildRecord(
+        image=tags.image,
+        version=tags.version,
+        tags=list(tags.tag_names),
+        platforms=list(platforms),
+        immutable=list(tags.immutable),
+        unique=list(tags.unique),
+        latest=tags.latest,
+        labels=dict(tags.labels),
+        revision=context.sha,
+        ref=context.ref,
+        event=context.event,
+        built_at=built_at,
+    )
+
+
+# --- I/O ---
+
+
+def imagetools_composer(timeout: float | None = 300) -> Composer:
+    """``docker buildx imagetools create --dry-run SOURCE...``: the index it would push."""
+
+    def compose(sources: Sequence[str]) -> bytes:
+        try:
+            done = run(
+                ["docker", "buildx", "imagetools", "create", "--dry-run", *sources],
+                timeout=timeout,
+                error=RegistryError,
+                what="docker buildx imagetools create",
+                hint="check that every digest is in the registry and readable",
+            )
+        except CommandError as exc:
+            raise RegistryError(
+                exc.message, argv=exc.argv, stderr=exc.stderr, hint=exc.hint
+            ) from None
+        text = done.stdout
+        return (text[:-1] if text.endswith("\n") else text).encode()
+
+    return compose
+
+
+@dataclass
+class MergeResult:
+    push: PushResult
+    sources: tuple[str, ...]
+
+
+def merge(
+    record: BuildRecord,
+    sources: Sequence[str],
+    client: RegistryClient,
+    *,
+    compose: Composer,
+    expected: Sequence[str],
+    latest_policy: str = "branch",
+    before_moving: Callable[[str], None] | None = None,
+    log: Log = print,
+) -> MergeResult:
+    """Join the per-platform ``sources`` (digests in ``record.image``'s repository) into one
+    index tagged with the record's tags; see the module docstring for the order."""
+    started = time.monotonic()
+    ref = parse_reference(record.image)
+    repo = ref.repository
+    if not record.tags:
+        raise RegistryError(f"no tags to write for {record.image}", hint="check --ref/--event")
+    by_source: dict[str, list[str]] = {}
+    for digest in sources:
+        try:
+            manifest = client.manifest(repo, digest)
+        except NotFoundError:
+            raise RegistryError(
+                f"{record.image}@{digest} is not in {ref.name}: nothing was tagged",
+                hint="push it first: `invoke docker.build --push --push-by-digest --platform P`",
+            ) from None
+        by_source[digest] = _platforms(client, repo, manifest)
+    found = covered_platforms(by_source, record.image)
+    missing = missing_platforms(expected, found)
+    if missing:
+        raise RegistryError(
+            f"the digests cover {', '.join(found) or 'no platform'}, not {', '.join(missing)}: "
+            "nothing was tagged",
+            hint="wait for (or re-run) the build of every platform, or pass --platform",
+        )
+    index = index_manifest(compose([f"{ref.name}@{d}" for d in sources]))
+    fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
+    existing = {tag: client.digest(repo, tag) for tag in fixed}
+    same = same_image(record, client, existing, index.digest, lambda _: index.images())
+    _refuse_conflicts(record, plan_tags(record, same or index.digest, existing).conflicts)
+    stage = staging_tag(record)
+    if same:
+        held_by = next(tag for tag in fixed if existing.get(tag) == same)
+        log(
+            f"{ref.name}:{held_by} already holds this image ({same}: the same platform "
+            "manifests, only the builds' provenance differs): keeping it"
+        )
+        stored = client.manifest(repo, same)
+    else:
+        if existing.get(stage) != index.digest:
+            client.put_manifest(repo, stage, index)
+            log(f"created {ref.name}:{stage} -> {index.digest} from {len(sources)} image(s)")
+        stored = client.manifest(repo, stage)
+    if not same and stored.digest != index.digest:
+        raise RegistryError(
+            f"{ref.name}:{stage} is at {stored.digest}, not the index {index.digest}: "
+            "another run moved it; no other tag was written",
+            hint="re-run the merge",
+        )
+    platforms = stored.platforms()
+    missing = missing_platforms(expected, platforms)
+    if missing:
+        raise RegistryError(
+            f"{record.image}@{stored.digest} lacks platform(s) {', '.join(missing)} "
+            f"(has {', '.join(platforms) or 'none'}); no other tag was written",
+        )
+    existing = {tag: client.digest(repo, tag) for tag in fixed}
+    released = client.tags(repo) if record.immutable else []
+    plan = plan_tags(
+        record, stored.digest, existing, latest_policy=latest_policy, released=released
+    )
+    _refuse_conflicts(record, plan.conflicts)
+    written = _write(client, repo, stored, plan.fixed, log)
+    if before_moving is not None:
+        before_moving(stored.digest)
+    for tag, reason in plan.held:
+        log(f"not moving {tag}: {reason}")
+    written += _write(client, repo, stored, plan.moving, log)
+    result = PushResult(
+        image=record.image,
+        digest=stored.digest,
+        platforms=platforms,
+        tags=[*plan.unchanged, *plan.fixed, *plan.moving],
+        written=written,
+        unchanged=list(plan.unchanged),
+        held=list(plan.held),
+        attestations=len(stored.attestations()),
+        duration_s=round(time.monotonic() - started, 2),
+    )
+    return MergeResult(push=result, sources=tuple(sources))
+
+
+def merged_record(
+    record: BuildRecord, result: MergeResult, labels: Mapping[str, str]
+) -> BuildRecord:
+    """The build record of the merged index (for ``docker.sign``): digest, tags, platforms,
+    ``pushed``; the base from the images' labels."""
+    update_record(record, result.push)
+    record.platforms = list(result.push.platforms)
+    record.loaded = False
+    record.base_name = labels.get(f"{LABEL}base.name", record.base_name)
+    record.base_digest = labels.get(f"{LABEL}base.digest", record.base_digest)
+    record.extra = {**record.extra, "merge": {"sources": list(result.sources)}}
+    return record
+
+
+def merge_to_record(
+    record: BuildRecord,
+    sources: Sequence[str],
+    client: RegistryClient,
+    *,
+    record_path: Path,
+    expected: Sequence[str],
+    latest_policy: str = "branch",
+    compose: Composer | None = None,
+    log: Log = print,
+) -> BuildRecord:
+    """``merge``, then write the record of the index to ``record_path``."""
+    result = merge(
+        record,
+        sources,
+        client,
+        compose=compose or imagetools_composer(),
+        expected=expected,
+        latest_policy=latest_policy,
+        log=log,
+    )
+    repo = parse_reference(record.image).repository
+    labels: dict[str, Any] = {}
+    try:
+        config = client.image_config(repo, result.push.digest)
+        labels = dict((config.get("config") or {}).get("Labels") or {})
+    except RegistryError as exc:
+        log(f"note: cannot read the image labels ({exc.one_line()})")
+    merged = merged_record(record, result, {str(k): str(v) for k, v in labels.items()})
+    merged.write(record_path)
+    return merged

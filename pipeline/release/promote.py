@@ -1,0 +1,193 @@
+"""``docker.promote`` and ``docker.rollback``: environment tags that point at signed digests,
+with their history kept IN the registry so any machine can roll back.
+
+Every promotion moves the ``<env>`` tag, then writes a history tag
+``<env>-<UTC yyyymmddHHMMSSffffff>`` at the same digest. The history is the list of those tags
+in time order; a rollback without ``--to`` points the environment at the most recent history
+entry whose digest differs from the current one (so two rollbacks in a row toggle, like
+``helm rollback``). A rollback is itself a promotion: it is recorded too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pipeline.errors import PipelineError, UsageError
+from pipeline.oci.manifest import Manifest
+from pipeline.oci.reference import Reference, is_digest
+from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.release.sign import UnsignedError
+
+DEFAULT_ENVIRONMENTS = ("staging", "production")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+_STAMP = "%Y%m%d%H%M%S%f"
+Log = Callable[[str], None]
+Verifier = Callable[[Reference], bool]
+
+
+class NoHistoryError(PipelineError):
+    """Nothing to roll back to."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    environment: str
+    digest: str
+    previous: str | None
+    history_tag: str | None
+    changed: bool
+
+
+def environments(configured: object) -> tuple[str, ...]:
+    """The allowed environment names from settings (list or comma string), else the default."""
+    if configured in (None, "", [], ()):
+        return DEFAULT_ENVIRONMENTS
+    items = configured.split(",") if isinstance(configured, str) else list(configured)  # type: ignore[call-overload]
+    names = tuple(str(i).strip() for i in items if str(i).strip())
+    for name in names:
+        if not _ENV_NAME.match(name) or name in ("latest", "dev"):
+            raise UsageError(f"environment name {name!r} is not usable as a tag")
+    return names
+
+
+def check_environment(name: str, allowed: Sequence[str]) -> str:
+    if name not in allowed:
+        raise UsageError(
+            f"unknown environment {name!r}: expected one of {', '.join(allowed)}",
+            hint="or add it to [tool.pipeline] environments",
+        )
+    return name
+
+
+def history_tag(environment: str, now: datetime) -> str:
+    return f"{environment}-{now.astimezone(UTC).strftime(_STAMP)}"
+
+
+def history_tags(environment: str, tags: Iterable[str]) -> list[str]:
+    """This environment's history tags, oldest first (fixed-width stamps sort as text)."""
+    pattern = re.compile(rf"^{re.escape(environment)}-(\d{{20}})$")
+    return sorted(t for t in tags if pattern.match(t))
+
+
+def history_time(tag: str) -> datetime | None:
+    match = re.search(r"-(\d{20})$", tag)
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC)
+
+
+def previous_digest(history: Sequence[tuple[str, str]], current: str | None) -> str | None:
+    """Pure: the digest the environment had before ``current``: the newest history entry
+    (``(tag, digest)``, oldest first) with another digest; None if there is none."""
+    for _, digest in reversed(history):
+        if digest != current:
+            return digest
+    return None
+
+
+def resolve(client: RegistryClient, image: Reference, ref: str) -> Manifest:
+    """A tag or digest of ``image``'s repository, which must exist there."""
+    ref = ref.strip()
+    if "@" in ref:
+        ref = ref.rsplit("@", 1)[1]
+    elif ":" in ref and not is_digest(ref):
+        name, _, tag = ref.rpartition(":")
+        if name and name != image.name and "/" in name:
+            raise UsageError(f"--ref {ref}: not in {image.name}", hint="pass a TAG or DIGEST")
+        ref = tag if name else ref
+    if not ref:
+        raise UsageError("an empty reference: pass a TAG or a sha256:DIGEST")
+    try:
+        return client.manifest(image.repository, ref)
+    except NotFoundError:
+        raise NotFoundError(
+            f"{image.name}: {ref} is not in the repository",
+            hint="pass a tag or digest that was pushed",
+        ) from None
+
+
+def promote(
+    client: RegistryClient,
+    image: Reference,
+    environment: str,
+    ref: str,
+    *,
+    allowed: Sequence[str] = DEFAULT_ENVIRONMENTS,
+    verified: Verifier,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    log: Log = print,
+) -> Promotion:
+    """Point ``<image>:<environment>`` at ``ref`` once it is known to exist and be signed."""
+    check_environment(environment, allowed)
+    manifest = resolve(client, image, ref)
+    return _point(client, image, environment, manifest, verified=verified, now=now, log=log)
+
+
+def rollback(
+    client: RegistryClient,
+    image: Reference,
+    environment: str,
+    to: str | None = None,
+    *,
+    allowed: Sequence[str] = DEFAULT_ENVIRONMENTS,
+    verified: Verifier,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    log: Log = print,
+) -> Promotion:
+    """Point the environment back: at ``to``, or at the digest it had before."""
+    check_environment(environment, allowed)
+    repo = image.repository
+    if to is not None:
+        manifest = resolve(client, image, to)
+    else:
+        current = client.digest(repo, environment)
+        history = [
+            (tag, digest)
+            for tag in history_tags(environment, client.tags(repo))
+            if (digest := client.digest(repo, tag)) is not None
+        ]
+        target = previous_digest(history, current)
+        if target is None:
+            raise NoHistoryError(
+                f"{image.name}: no earlier digest in the history of {environment!r}",
+                hint="pass --to TAG|DIGEST, or promote first",
+            )
+        manifest = resolve(client, image, target)
+    return _point(client, image, environment, manifest, verified=verified, now=now, log=log)
+
+
+def _point(
+    client: RegistryClient,
+    image: Reference,
+    environment: str,
+    manifest: Manifest,
+    *,
+    verified: Verifier,
+    now: Callable[[], datetime],
+    log: Log,
+) -> Promotion:
+    repo = image.repository
+    target = image.with_digest(manifest.digest)
+    if not verified(target):
+        raise UnsignedError(
+            f"{target} is not signed (no valid signature for the configured key): "
+            f"{environment} was not changed",
+            hint="sign it first: `invoke docker.sign`",
+        )
+    previous = client.digest(repo, environment)
+    if previous == manifest.digest:
+        log(f"{image.name}:{environment} is already at {manifest.digest}")
+        return Promotion(environment, manifest.digest, previous, None, False)
+    stamp = history_tag(environment, now())
+    # The environment first: if the history write then fails, the newest history entry is
+    # still the previous digest, which is exactly what a rollback needs.
+    client.put_manifest(repo, environment, manifest)
+    client.put_manifest(repo, stamp, manifest)
+    log(
+        f"{image.name}:{environment} -> {manifest.digest}"
+        f" (was {previous or 'unset'}; history {stamp})"
+    )
+    return Promotion(environment, manifest.digest, previous, stamp, True)

@@ -1,0 +1,262 @@
+"""``docker.prune``: retention through the registry's HTTP API.
+
+Kept forever: release tags (``v1.2.3``, ``1.2.3``), release lines (``1.2``, ``1``), ``latest``,
+environment tags and their history, branch heads (``develop``), anything unrecognised.
+Per branch (``<branch>-<sha>``, ``dev-<branch>-<sha>``) and per pull request (``pr-N``,
+``pr-N-<sha>``): the newest ``keep`` builds stay, older ones beyond them, or older than ``days``,
+go. A digest is deleted (``DELETE /v2/<name>/manifests/<digest>``, which removes all its tags)
+only when EVERY tag pointing at it goes; cosign signatures/attestations
+(``sha256-<hex>.sig``) go with their image. The plan is pure; deleting needs ``yes``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pipeline.errors import PipelineError, RegistryError, UsageError
+from pipeline.registry.client import RegistryClient
+from pipeline.release.tags import SemVer
+
+Log = Callable[[str], None]
+_SIGNATURE = re.compile(r"^sha256-([0-9a-f]{64})\.(sig|att|sbom)$")
+_LINE = re.compile(r"^v?\d+(\.\d+)?$")
+_PR = re.compile(r"^pr-(\d+)(?:-([0-9a-f]{4,40}))?$")
+_DEV = re.compile(r"^dev-(?P<branch>.+)-(?P<sha>[0-9a-f]{4,40})(?:-dirty)?$")
+_BRANCH = re.compile(r"^(?P<branch>.+)-(?P<sha>[0-9a-f]{4,40})$")
+_HISTORY = re.compile(r"^(?P<env>.+)-\d{20}$")
+CREATED = "org.opencontainers.image.created"
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep: int = 10
+    days: int = 30
+    environments: tuple[str, ...] = ("staging", "production")
+
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise UsageError(f"--keep {self.keep}: keep at least 1 build per branch")
+        if self.days < 1:
+            raise UsageError(f"--days {self.days}: must be at least 1")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """``kind`` is release, line, latest, environment, history, signature, pr, branch, dev or
+    other; ``group`` the branch or PR a prunable tag belongs to; ``head`` for ``pr-N``."""
+
+    kind: str
+    group: str = ""
+    head: bool = False
+
+    @property
+    def prunable(self) -> bool:
+        return self.kind in ("pr", "branch", "dev")
+
+
+def classify(tag: str, environments: Sequence[str] = ("staging", "production")) -> Kind:
+    """Pure: what a tag is, for retention."""
+    if tag in environments:
+        return Kind("environment")
+    history = _HISTORY.match(tag)
+    if history and history.group("env") in environments:
+        return Kind("history")
+    if _SIGNATURE.match(tag):
+        return Kind("signature")
+    if SemVer.parse(tag) is not None:
+        return Kind("release")
+    if tag == "latest":
+        return Kind("latest")
+    if _LINE.match(tag):
+        return Kind("line")
+    if pr := _PR.match(tag):
+        return Kind("pr", f"pr-{pr.group(1)}", head=pr.group(2) is None)
+    if dev := _DEV.match(tag):
+        return Kind("dev", f"dev-{dev.group('branch')}")
+    if branch := _BRANCH.match(tag):
+        return Kind("branch", branch.group("branch"))
+    return Kind("other")
+
+
+@dataclass(frozen=True)
+class Decision:
+    tag: str
+    digest: str
+    delete: bool
+    reason: str
+
+
+@dataclass
+class Plan:
+    decisions: list[Decision] = field(default_factory=list)
+    delete_digests: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> list[Decision]:
+        return [d for d in self.decisions if not d.delete]
+
+
+def plan(
+    tags: Mapping[str, str],
+    created: Mapping[str, datetime | None],
+    retention: Retention,
+    now: datetime,
+) -> Plan:
+    """Pure. ``tags``: tag -> digest; ``created``: digest -> build time (None if unknown)."""
+    kinds = {tag: classify(tag, retention.environments) for tag in tags}
+    wanted: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    for tag, kind in kinds.items():
+        if kind.prunable:
+            groups.setdefault(kind.group, []).append(tag)
+    cutoff = now - timedelta(days=retention.days)
+    for _group, members in groups.items():
+        builds = [t for t in members if not kinds[t].head]
+        dated = sorted(
+            (t for t in builds if created.get(tags[t]) is not None),
+            key=lambda t: (created[tags[t]], t),
+            reverse=True,
+        )
+        for rank, tag in enumerate(dated):
+            when = created[tags[tag]]
+            assert when is not None
+            if rank >= retention.keep:
+                wanted[tag] = f"beyond the newest {retention.keep} of its branch"
+            elif when < cutoff:
+                wanted[tag] = f"older than {retention.days} days"
+        for tag in members:
+            when = created.get(tags[tag])
+            if kinds[tag].head and when is not None and when < cutoff:
+                wanted[tag] = f"older than {retention.days} days"
+    # A digest goes only if every image tag pointing at it goes.
+    by_digest: dict[str, list[str]] = {}
+    for tag, digest in tags.items():
+        if kinds[tag].kind != "signature":
+            by_digest.setdefault(digest, []).append(tag)
+    result = Plan()
+    doomed = {d for d, names in by_digest.items() if all(n in wanted for n in names)}
+    for tag in sorted(tags):
+        digest, kind = tags[tag], kinds[tag]
+        if kind.kind == "signature":
+            match = _SIGNATURE.match(tag)
+            assert match is not None
+            subject = f"sha256:{match.group(1)}"
+            if subject in doomed:
+                result.decisions.append(Decision(tag, digest, True, "signature of a pruned image"))
+                result.delete_digests.setdefault(digest, []).append(tag)
+            else:
+                result.decisions.append(Decision(tag, digest, False, "signature"))
+            continue
+        if digest in doomed:
+            result.decisions.append(Decision(tag, digest, True, wanted[tag]))
+            result.delete_digests.setdefault(digest, []).append(tag)
+        elif tag in wanted:
+            keepers = [n for n in by_digest[digest] if n not in wanted]
+            result.decisions.append(
+                Decision(tag, digest, False, f"kept: {keepers[0]} points at the same digest")
+            )
+        else:
+            result.decisions.append(Decision(tag, digest, False, _keep_reason(kind)))
+    return result
+
+
+def _keep_reason(kind: Kind) -> str:
+    return {
+        "release": "release: kept forever",
+        "line": "release line",
+        "latest": "latest",
+        "environment": "environment",
+        "history": "promotion history",
+        "other": "not a branch or PR build",
+    }.get(kind.kind, "within retention")
+
+
+def created_at(config: Mapping[str, object]) -> datetime | None:
+    """The build time of an image config: the ``org.opencontainers.image.created`` label,
+    else the config's ``created`` field."""
+    inner = config.get("config")
+    labels = inner.get("Labels") if isinstance(inner, dict) else None
+    candidates = [labels.get(CREATED) if isinstance(labels, dict) else None, config.get("created")]
+    for value in candidates:
+        if isinstance(value, str) and value:
+            try:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
+
+
+def gather(
+    client: RegistryClient, repository: str, environments: Sequence[str]
+) -> tuple[dict[str, str], dict[str, datetime | None]]:
+    """Every tag's digest, and the build time of every prunable digest, from the registry."""
+    tags: dict[str, str] = {}
+    for tag in client.tags(repository):
+        digest = client.digest(repository, tag)
+        if digest is not None:
+            tags[tag] = digest
+    created: dict[str, datetime | None] = {}
+    for tag, digest in tags.items():
+        if classify(tag, environments).prunable and digest not in created:
+            try:
+                created[digest] = created_at(client.image_config(repository, digest))
+            except (RegistryError, ValueError):
+                created[digest] = None
+    return tags, created
+
+
+class PruneError(PipelineError):
+    """The plan changed under us: a protected tag now points at a doomed digest."""
+
+
+def execute(
+    client: RegistryClient,
+    repository: str,
+    result: Plan,
+    retention: Retention,
+    *,
+    yes: bool,
+    log: Log = print,
+) -> list[str]:
+    """Print the plan; with ``yes``, delete its digests (after re-checking that no environment
+    or release tag moved onto one of them). Returns the deleted digests."""
+    for decision in result.decisions:
+        if decision.delete:
+            verb = "delete" if yes else "would delete"
+            log(f"{verb} {decision.tag} ({decision.digest[:19]}): {decision.reason}")
+    kept = len(result.kept)
+    log(
+        f"{len(result.delete_digests)} digest(s) "
+        f"{'to delete' if yes else 'would be deleted'}, {kept} tag(s) kept"
+        + ("" if yes else " (dry run: pass --yes to delete)")
+    )
+    if not yes or not result.delete_digests:
+        return []
+    protected = _protected(client, repository, retention.environments)
+    deleted = []
+    for digest in result.delete_digests:
+        if digest in protected:
+            raise PruneError(
+                f"{digest} is now pointed at by a release or environment tag: stopped",
+                hint="run the prune again",
+            )
+        client.delete_manifest(repository, digest)
+        deleted.append(digest)
+    log(f"deleted {len(deleted)} digest(s)")
+    return deleted
+
+
+def _protected(client: RegistryClient, repository: str, environments: Iterable[str]) -> set[str]:
+    environments = tuple(environments)
+    protected = set()
+    for tag in client.tags(repository):
+        kind = classify(tag, environments).kind
+        if kind in ("release", "environment", "history", "line", "latest", "other"):
+            digest = client.digest(repository, tag)
+            if digest:
+                protected.add(digest)
+    return protected

@@ -1,0 +1,415 @@
+"""``docker.push``: every tag of the build record as ONE multi-arch index.
+
+Order, so nothing half-pushed or wrong is ever visible under a tag people use:
+
+1. pre-check the immutable release tags against the local image (another image: refuse
+   before anything is written; the same: that tag is a no-op). "The same" is the same index,
+   or the same manifest for every platform under another index: each build's provenance
+   attestation makes a new index, so a re-run keeps the index (and signatures) already there;
+2. ``docker push`` the index once, under a staging tag that names this build only (its unique
+   tag, its release tag, or its version), retried on transient faults;
+3. read the digest back from the registry, check the index holds every platform of the record,
+   re-check the immutable tags against that digest;
+4. write immutable and unique tags, then the moving tags (``latest``, ``1.2``, ``develop``...)
+   last, by PUTting the exact same manifest bytes (same digest guaranteed).
+
+A re-run after a kill converges: each step is idempotent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.build.record import BuildRecord
+from pipeline.errors import CommandError, EngineError, RegistryError
+from pipeline.oci.manifest import Manifest
+from pipeline.oci.platform import platform_of
+from pipeline.oci.reference import parse_reference
+from pipeline.proc import run
+from pipeline.registry.client import (
+    Credentials,
+    RegistryClient,
+    RetryPolicy,
+    TransientRegistryError,
+    call_with_retry,
+    client_for,
+    credentials_for,
+    is_transient,
+    retry_policy,
+)
+from pipeline.release.tags import SemVer, highest_stable
+
+Log = Callable[[str], None]
+
+
+class TagConflictError(RegistryError):
+    """An immutable release tag already names another digest."""
+
+
+@dataclass(frozen=True)
+class TagPlan:
+    """What to write, pure. ``conflicts`` refuse the push; ``unchanged`` already point at the
+    digest; ``fixed`` (immutable + unique) are written first, ``moving`` last; ``held`` are
+    moving tags this build must not take (a newer release owns them), with the reason."""
+
+    conflicts: tuple[tuple[str, str], ...] = ()
+    unchanged: tuple[str, ...] = ()
+    fixed: tuple[str, ...] = ()
+    moving: tuple[str, ...] = ()
+    held: tuple[tuple[str, str], ...] = ()
+
+
+def moving_tags(
+    record: BuildRecord, latest_policy: str, released: Iterable[str]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The record's moving tags this build may take, given the releases already in the
+    registry: a release takes ``latest`` (policy ``release``), ``1.2`` and ``1`` only if no
+    higher stable release of that line exists. Returns (tags, held with reasons)."""
+    fixed = {*record.immutable, *record.unique}
+    tags = [t for t in record.tags if t not in fixed]
+    version = SemVer.parse(record.version) if record.immutable else None
+    if version is None:
+        return tags, []
+    others = [t for t in released if t not in record.immutable]
+    held: list[tuple[str, str]] = []
+    result: list[str] = []
+    if latest_policy == "release" and version.stable and "latest" not in tags:
+        tags.insert(0, "latest")
+    for tag in tags:
+        if tag == "latest":
+            line: list[str] = others
+        elif tag == f"{version.major}.{version.minor}":
+            line = [t for t in others if _line(t, version.major, version.minor)]
+        elif tag == str(version.major):
+            line = [t for t in others if _line(t, version.major, None)]
+        else:
+            result.append(tag)
+            continue
+        if tag == "latest" and latest_policy != "release":
+            result.append(tag)
+            continue
+        best = highest_stable(line)
+        if best is not None and best.sort_key() > version.sort_key():
+            held.append((tag, f"{best} is newer"))
+        else:
+            result.append(tag)
+    return result, held
+
+
+def _line(tag: str, major: int, minor: int | None) -> bool:
+    v = SemVer.parse(tag)
+    return v is not None and v.major == major and (minor is None or v.minor == minor)
+
+
+def plan_tags(
+    record: BuildRecord,
+    digest: str,
+    existing: Mapping[str, str | None],
+    *,
+    latest_policy: str = "branch",
+    released: Iterable[str] = (),
+) -> TagPlan:
+    """Pure: which tags to write for ``digest`` given what the registry has (``existing``:
+    tag -> digest or None, for the immutable and unique tags at least)."""
+    conflicts = tuple(
+        (tag, found)
+        for tag in record.immutable
+        if (found := existing.get(tag)) is not None and found != digest
+    )
+    fixed_all = list(dict.fromkeys([*record.immutable, *record.unique]))
+    unchanged = tuple(t for t in fixed_all if existing.get(t) == digest)
+    fixed = tuple(t for t in fixed_all if existing.get(t) != digest)
+    moving, held = moving_tags(record, latest_policy, released)
+    return TagPlan(conflicts, unchanged, fixed, tuple(moving), tuple(held))
+
+
+def staging_tag(record: BuildRecord) -> str:
+    """The tag ``docker push`` writes: one that names this build only, never a moving one."""
+    if record.unique:
+        return record.unique[0]
+    if record.immutable:
+        return record.immutable[0]
+    from pipeline.release.tags import sanitize_tag
+
+    return sanitize_tag(record.version)
+
+
+@dataclass
+class PushResult:
+    image: str
+    digest: str
+    platforms: list[str]
+    tags: list[str]
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    held: list[tuple[str, str]] = field(default_factory=list)
+    attestations: int = 0
+    duration_s: float = 0.0
+
+
+DockerRunner = Callable[[Sequence[str], str | None], None]
+
+
+def docker_cli(timeout: float | None = None) -> DockerRunner:
+    """Run the docker CLI (stdin for secrets); failures raise ``RegistryError``, transient
+    ones ``TransientRegistryError`` (classified from stderr)."""
+
+    def runner(argv: Sequence[str], stdin: str | None) -> None:
+        try:
+            run(["docker", *argv], input=stdin, timeout=timeout, error=RegistryError)
+        except CommandError as exc:
+            text = exc.stderr or exc.message
+            kind = TransientRegistryError if is_transient(text) else RegistryError
+            raise kind(
+                f"docker {argv[0]} failed",
+                argv=exc.argv,
+                returncode=exc.returncode,
+                stderr=_redact(exc.stderr),
+                hint=exc.hint,
+            ) from None
+
+    return runner
+
+
+def _redact(text: str) -> str:
+    return re.sub(r"(?i)(password|token|secret)=\S+", r"\1=***", text)
+
+
+def login(
+    host: str,
+    credentials: Credentials | None,
+    *,
+    docker: DockerRunner,
+    retry: RetryPolicy,
+) -> bool:
+    """``docker login --password-stdin`` (the password never in argv); False when the registry
+    needs no credentials."""
+    if credentials is None:
+        return False
+
+    def attempt() -> None:
+        try:
+            docker(
+                ["login", host, "--username", credentials.username, "--password-stdin"],
+                credentials.password,
+            )
+        except TransientRegistryError:
+            raise
+        except RegistryError as exc:
+            refused = re.search(r"unauthorized|denied|forbidden|\b401\b|\b403\b", exc.stderr, re.I)
+            raise RegistryError(
+                f"docker login to {host} failed",
+                stderr=exc.stderr,
+                hint="check REGISTRY_USERNAME/REGISTRY_PASSWORD (or GITHUB_TOKEN for ghcr.io)"
+                if refused or not exc.stderr
+                else "check the registry host and the network",
+            ) from None
+
+    call_with_retry(attempt, retry)
+    return True
+
+
+def push(
+    record: BuildRecord,
+    client: RegistryClient,
+    *,
+    docker: DockerRunner,
+    retry: RetryPolicy,
+    latest_policy: str = "branch",
+    inspect: Callable[[str], str] | None = None,
+    before_moving: Callable[[str], None] | None = None,
+    images: Callable[[str], Mapping[str, str]] | None = None,
+    log: Log = print,
+) -> PushResult:
+    """Push the record's image; see the module docstring for the order. ``before_moving``
+    (e.g. signing) gets the digest once every platform and fixed tag is in place, before any
+    moving tag is written; if it raises, no moving tag moves. ``images`` reads the local
+    image's ``{platform: manifest digest}`` (default: its ``docker save`` layout)."""
+    started = time.monotonic()
+    ref = parse_reference(record.image)
+    repo = ref.repository
+    if not record.tags:
+        raise RegistryError(f"the build record of {record.image} has no tags", hint="rebuild")
+    from pipeline.engine.client import local_digest
+
+    local = local_digest(record.reference, inspect)
+    fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
+    existing = {tag: client.digest(repo, tag) for tag in fixed}
+    same = same_image(record, client, existing, local, images or _local_images)
+    target = same or local
+    if target:
+        _refuse_conflicts(record, plan_tags(record, target, existing).conflicts)
+    stage = staging_tag(record)
+    source = record.reference
+    if same:
+        held_by = next(tag for tag in fixed if existing.get(tag) == same)
+        log(
+            f"{record.image}:{held_by} already holds this image ({same}: the same platform "
+            "manifests, only the build's provenance differs): nothing to upload"
+        )
+    elif local and stage in record.immutable and existing.get(stage) == local:
+        log(f"{record.image}:{stage} is already at {local}: nothing to upload")
+    else:
+        if stage not in record.tags:
+            docker(["tag", source, f"{record.image}:{stage}"], None)
+        log(f"pushing {record.image}:{stage} (every platform, one index)")
+        call_with_retry(
+            lambda: docker(["push", "--quiet", f"{record.image}:{stage}"], None),
+            retry,
+            on_retry=lambda n, exc: log(f"retrying the push (attempt {n + 1}): {_short(exc)}"),
+        )
+        if stage not in record.tags:
+            docker(["image", "rm", f"{record.image}:{stage}"], None)
+    manifest = client.manifest(repo, same or stage)
+    digest = manifest.digest
+    if local and not same and digest != local:
+        log(f"note: the registry stored {digest}, the local index is {local}")
+    platforms = _platforms(client, repo, manifest)
+    missing = [p for p in record.platforms if p not in platforms]
+    if missing:
+        raise RegistryError(
+            f"{record.image}@{digest} lacks platform(s) {', '.join(missing)} "
+            f"(has {', '.join(platforms) or 'none'}); no moving tag was written",
+            hint="rebuild for every platform, then push again",
+        )
+    if not (manifest.is_index and manifest.attestations()):
+        log(f"note: {record.image}@{digest} carries no provenance attestation")
+    existing = {tag: client.digest(repo, tag) for tag in fixed}
+    released = client.tags(repo) if record.immutable else []
+    plan = plan_tags(record, digest, existing, latest_policy=latest_policy, released=released)
+    _refuse_conflicts(record, plan.conflicts)
+    written = _write(client, repo, manifest, plan.fixed, log)
+    if before_moving is not None:
+        before_moving(digest)
+    for tag, reason in plan.held:
+        log(f"not moving {tag}: {reason}")
+    written += _write(client, repo, manifest, plan.moving, log)
+    return PushResult(
+        image=record.image,
+        digest=digest,
+        platforms=platforms,
+        tags=[*plan.unchanged, *plan.fixed, *plan.moving],
+        written=written,
+        unchanged=list(plan.unchanged),
+        held=list(plan.held),
+        attestations=len(manifest.attestations()) if manifest.is_index else 0,
+        duration_s=round(time.monotonic() - started, 2),
+    )
+
+
+def same_image(
+    record: BuildRecord,
+    client: RegistryClient,
+    existing: Mapping[str, str | None],
+    local: str,
+    images: Callable[[str], Mapping[str, str]],
+) -> str | None:
+    """The digest of an index one of the record's fixed tags already holds that is the SAME
+    image as the local one (the same manifest for every platform) under another index
+    digest, or None. Provenance records each build invocation, so a re-run of a release or
+    of a commit gives a new index around identical images: that is a re-run (keep the index
+    the registry has, and its signatures), not another image taking an immutable tag."""
+    repo = parse_reference(record.image).repository
+    candidates = [d for d in dict.fromkeys(existing.values()) if d and d != local]
+    if not candidates:
+        return None
+    mine = dict(images(record.reference))
+    for digest in candidates:
+        theirs = client.manifest(repo, digest)
+        if theirs.is_index and theirs.images() == mine:
+            return digest
+    return None
+
+
+def _local_images(reference: str) -> Mapping[str, str]:
+    from pipeline.engine import client as engine
+
+    try:
+        return engine.local_images(reference)
+    except EngineError as exc:
+        raise RegistryError(exc.message, hint="run `invoke docker.build` first") from None
+
+
+def _short(exc: BaseException) -> str:
+    return exc.one_line() if isinstance(exc, RegistryError) else str(exc)
+
+
+def _refuse_conflicts(record: BuildRecord, conflicts: Sequence[tuple[str, str]]) -> None:
+    if conflicts:
+        tag, found = conflicts[0]
+        raise TagConflictError(
+            f"{record.image}:{tag} already exists at {found}: release tags are immutable, "
+            "refusing to overwrite (nothing was changed)",
+            hint="release a new version instead",
+        )
+
+
+def _platforms(client: RegistryClient, repo: str, manifest: Manifest) -> list[str]:
+    if manifest.is_index:
+        return manifest.platforms()
+    return [platform_of(client.image_config(repo, manifest.digest))]
+
+
+def _write(
+    client: RegistryClient, repo: str, manifest: Manifest, tags: Iterable[str], log: Log
+) -> list[str]:
+    written = []
+    for tag in tags:
+        client.put_manifest(repo, tag, manifest)
+        log(f"tagged {client.host}/{repo}:{tag} -> {manifest.digest}")
+        written.append(tag)
+    return written
+
+
+def update_record(record: BuildRecord, result: PushResult) -> BuildRecord:
+    """The record after a push: the digest, ``pushed``, and what was written."""
+    record.digest = result.digest
+    record.pushed = True
+    record.extra = {
+        **record.extra,
+        "push": {
+            "digest": result.digest,
+            "platforms": result.platforms,
+            "tags": result.tags,
+            "held": [t for t, _ in result.held],
+            "attestations": result.attestations,
+            "duration_s": result.duration_s,
+        },
+    }
+    return record
+
+
+def push_record(
+    record_path: Path,
+    *,
+    extra: Mapping[str, Any],
+    environ: Mapping[str, str],
+    latest_policy: str = "branch",
+    before_moving: Callable[[str], None] | None = None,
+    docker: DockerRunner | None = None,
+    client: RegistryClient | None = None,
+    log: Log = print,
+) -> PushResult:
+    """Log in (password on stdin), push the record's image (see ``push``), write the digest
+    back into the record. ``extra`` is ``Settings.extra`` (``retry``, ``push_timeout``)."""
+    record = BuildRecord.read(record_path)
+    host = parse_reference(record.image).host
+    retry = retry_policy(extra, environ)
+    runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
+    login(host, credentials_for(host, environ), docker=runner, retry=retry)
+    result = push(
+        record,
+        client or client_for(host, extra=extra, environ=environ),
+        docker=runner,
+        retry=retry,
+        latest_policy=latest_policy,
+        before_moving=before_moving,
+        log=log,
+    )
+    update_record(record, result).write(record_path)
+    return result

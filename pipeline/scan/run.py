@@ -1,0 +1,265 @@
+"""``docker.scan`` / ``docker.rescan`` (and publish's scan step) end to end: options in, scan,
+reports out (terminal, files, GitHub step summary and outputs), then the gate.
+
+Everything comes in as parameters: settings, the environment (``GITHUB_OUTPUT``,
+``GITHUB_STEP_SUMMARY``, ``TRIVY_CACHE_DIR``), where the tools live and the flags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.build.record import BuildRecord
+from pipeline.config import Settings
+from pipeline.engine import client as engine
+from pipeline.errors import ScannerError, UsageError
+from pipeline.github import append_summary, write_outputs
+from pipeline.oci.platform import pick_platform
+from pipeline.oci.reference import is_loopback, parse_reference
+from pipeline.scan import policy as sc
+from pipeline.scan.policy import ARTIFACTS, IgnoreEntry, Policy, judge
+from pipeline.scan.report import github_outputs, markdown, write_reports
+from pipeline.scan.result import ScanResult, Target, gate_error
+from pipeline.scan.tools import (
+    SCANNERS,
+    DatabaseMissing,
+    Finding,
+    ImageSource,
+    ScannerRun,
+    Trivy,
+    hadolint,
+    hadolint_version,
+    parse_trivy,
+    sbom_components,
+)
+
+FORMATS = ("text", "json", "github")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """The flags of ``docker.scan`` / ``docker.rescan``; ``None`` means "from settings".
+    ``remote`` scans ``target`` (a pushed reference) by digest; otherwise the build record."""
+
+    target: str = ""
+    remote: bool = False
+    severity: str | None = None
+    ignore_unfixed: bool = True
+    require: str | None = None
+    ignore_file: str | None = None
+    output_dir: str | None = None
+    db_dir: str | None = None
+    db_update: bool = True
+    platform: str | None = None
+    format: str = "text"
+
+
+def tool(name: str, bin_dir: Path | None) -> str:
+    """``bin_dir/name`` when it exists (the project's venv), else ``name`` on PATH."""
+    if bin_dir is not None and (bin_dir / name).exists():
+        return str(bin_dir / name)
+    return name
+
+
+def run_scan(
+    request: ScanRequest,
+    *,
+    settings: Settings,
+    environ: Mapping[str, str],
+    bin_dir: Path | None = None,
+    log: Log = print,
+    now: dt.datetime | None = None,
+) -> ScanResult:
+    """Scan, write the reports, print them, append the step summary, write outputs (format
+    ``github``), then raise the gate's ``GateError`` if the image fails it."""
+    if request.format not in FORMATS:
+        raise UsageError(f"--format {request.format!r}: expected text, json or github")
+    if request.format == "github" and not environ.get("GITHUB_OUTPUT"):
+        raise UsageError("--format github: GITHUB_OUTPUT is not set")
+    conf = sc.scan_settings(settings.extra)
+    available = ("vuln", "secret", "config", "sbom") if request.remote else SCANNERS
+    require = request.require if request.require is not None else conf["require"]
+    policy = sc.Policy(
+        severities=sc.parse_severities(request.severity or conf["severity"]),
+        ignore_unfixed=request.ignore_unfixed and conf["ignore_unfixed"],
+        require=sc.parse_require(require, available),
+    )
+    ignores = sc.load_ignore(
+        Path(request.ignore_file or conf["ignore_file"]),
+        must_exist=request.ignore_file is not None,
+    )
+    out = Path(request.output_dir or conf["output_dir"])
+    trivy = Trivy(
+        binary=tool("trivy", bin_dir),
+        db_dir=request.db_dir or conf["db_dir"] or environ.get("TRIVY_CACHE_DIR", ""),
+        db_update=request.db_update and conf["db_update"],
+    )
+    host = request.platform or engine.daemon_info().platform
+    moment = now or dt.datetime.now(dt.UTC)
+    common: dict[str, Any] = {
+        "output_dir": out,
+        "trivy": trivy,
+        "ignores": ignores,
+        "today": moment.date(),
+        "now": moment.isoformat(timespec="seconds"),
+    }
+    if request.remote:
+        digest, platforms = engine.remote_digest(request.target)
+        pinned = parse_reference(request.target).with_digest(digest)
+        result = scan_image(
+            str(pinned),
+            policy,
+            source="remote",
+            insecure=is_loopback(pinned.host),
+            digest=digest,
+            platform=pick_platform(platforms, host),
+            **common,
+        )
+    else:
+        record = BuildRecord.read(Path(settings.record))
+        dockerfile = Path(settings.dockerfile)
+        if not dockerfile.is_file():
+            raise UsageError(
+                f"no Dockerfile at {dockerfile}", hint="fix [tool.pipeline] dockerfile"
+            )
+        result = scan_image(
+            record.reference,
+            policy,
+            source="docker",
+            digest=record.digest,
+            platform=pick_platform(record.platforms, host),
+            dockerfile=dockerfile,
+            dockerfile_label=settings.dockerfile,
+            hadolint_bin=tool("hadolint", bin_dir),
+            **common,
+        )
+    paths = write_reports(result, out)
+    summary = markdown(result)
+    if request.format == "json":
+        log(json.dumps(result.to_json(), indent=2))
+    else:
+        log(summary)
+        log(f"reports: {paths['summary']}, {paths['json']}, {paths['sarif']}")
+    if environ.get("GITHUB_STEP_SUMMARY"):
+        append_summary(Path(environ["GITHUB_STEP_SUMMARY"]), summary)
+    if request.format == "github":
+        write_outputs(Path(environ["GITHUB_OUTPUT"]), github_outputs(result, paths))
+    failure = gate_error(result)
+    if failure is not None:
+        raise failure
+    return result
+
+
+def scan_image(
+    ref: str,
+    policy: Policy,
+    *,
+    output_dir: Path,
+    trivy: Trivy,
+    ignores: Sequence[IgnoreEntry] = (),
+    today: dt.date,
+    platform: str = "",
+    source: Literal["docker", "remote"] = "docker",
+    insecure: bool = False,
+    digest: str = "",
+    dockerfile: Path | None = None,
+    dockerfile_label: str = "",
+    hadolint_bin: str = "hadolint",
+    now: str = "",
+) -> ScanResult:
+    """Scan one image (``ref``: a local image for ``source="docker"``, ``repo@sha256:...`` for
+    ``"remote"``) and judge it. With a ``dockerfile`` the config and dockerfile scanners lint it;
+    without one the config scanner checks the image's own configuration and there is no
+    dockerfile scanner. Raw reports and the SBOM land in ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {key: output_dir / name for key, name in ARTIFACTS.items()}
+    for stale in paths.values():  # a failed scan must not leave an older result behind
+        stale.unlink(missing_ok=True)
+    image = ImageSource(source, ref, platform=platform, insecure=insecure)
+    tools = {"trivy": trivy.version()}
+    runs: list[ScannerRun] = []
+
+    config_in_image = ["secret"] + ([] if dockerfile else ["misconfig"])
+    try:
+        report = trivy.image(image, ["vuln", "secret"], paths["trivy_image"], config_in_image)
+        vuln_missing = ""
+    except DatabaseMissing as exc:
+        vuln_missing = f"no vulnerability database ({exc})"
+        report = trivy.image(image, ["secret"], paths["trivy_image"], config_in_image)
+    metadata = report.get("Metadata") or {}
+    scanned = _report_platform(metadata)
+    if platform and scanned and scanned != platform:
+        # The Docker source serves the daemon's platform whatever --platform says.
+        raise ScannerError(
+            f"asked to scan {platform} of {ref} but Trivy read {scanned}",
+            hint="scan another platform with `invoke docker.rescan` on the pushed image",
+        )
+    found = parse_trivy(report)
+    if vuln_missing:
+        runs.append(ScannerRun.not_scanned("vuln", vuln_missing, "trivy"))
+    else:
+        runs.append(ScannerRun("vuln", True, tuple(found["vuln"]), tool="trivy"))
+    runs.append(ScannerRun("secret", True, tuple(found["secret"]), tool="trivy"))
+
+    if dockerfile is not None:
+        label = dockerfile_label or str(dockerfile)
+        config = trivy.config(dockerfile, paths["trivy_config"])
+        misconfigs = [_relabel(f, label) for f in parse_trivy(config)["config"]]
+        runs.append(ScannerRun("config", True, tuple(misconfigs), tool="trivy"))
+    else:
+        runs.append(ScannerRun("config", True, tuple(found["config"]), tool="trivy"))
+
+    sbom = trivy.cyclonedx(paths["trivy_image"], paths["sbom"])
+    components = sbom_components(sbom)
+    runs.append(
+        ScannerRun(
+            "sbom",
+            True,
+            reason="" if components else "the SBOM lists no components",
+            tool="trivy",
+            note=f"CycloneDX, {components} components: {ARTIFACTS['sbom']}",
+        )
+    )
+
+    if dockerfile is not None:
+        label = dockerfile_label or str(dockerfile)
+        tools["hadolint"] = hadolint_version(hadolint_bin)
+        lint = hadolint(dockerfile, binary=hadolint_bin, report_path=label)
+        runs.append(ScannerRun("dockerfile", True, tuple(lint), tool="hadolint"))
+
+    target = Target(
+        reference=ref,
+        digest=digest or (ref.split("@", 1)[1] if "@sha256:" in ref else ""),
+        platform=scanned or platform,
+        image_id=str(metadata.get("ImageID", "")),
+        source=source,
+        dockerfile=(dockerfile_label or str(dockerfile)) if dockerfile is not None else "",
+    )
+    artifacts = {k: str(p) for k, p in paths.items() if k in ("summary", "json", "sarif", "sbom")}
+    return ScanResult(
+        target=target,
+        policy=policy,
+        verdicts=judge(runs, policy, ignores, today),
+        scanned_at=now,
+        tools=tools,
+        artifacts=artifacts,
+    )
+
+
+def _relabel(finding: Finding, target: str) -> Finding:
+    return replace(finding, target=target)
+
+
+def _report_platform(metadata: Mapping[str, Any]) -> str:
+    config = metadata.get("ImageConfig") or {}
+    os_, arch = config.get("os"), config.get("architecture")
+    if not os_ or not arch:
+        return ""
+    variant = config.get("variant")
+    return f"{os_}/{arch}" + (f"/{variant}" if variant else "")
