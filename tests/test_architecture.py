@@ -43,8 +43,6 @@ MAX_FUNCTION_LINES = 60
 # lists only shrink. Empty is the goal.
 OVERSIZE: set[str] = {
     "pipeline.bench.gateway",
-    "pipeline.build.plan",
-    "pipeline.registry.client",
     "pipeline.release.publish",
 }
 LONG_FUNCTIONS: set[str] = {

@@ -340,7 +340,8 @@ def real_steps(plan: PublishPlan, summary: Summary) -> dict[str, StepFunction]:
     request, s, log = plan.request, plan.settings, plan.log
 
     def build_step() -> dict[str, Any]:
-        from pipeline.build.plan import BuildOptions, run_build
+        from pipeline.build.plan import BuildOptions
+        from pipeline.build.run import run_build
 
         options = BuildOptions(platforms=request.platforms, load=True, cache=request.cache)
         result = run_build(
