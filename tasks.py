@@ -734,6 +734,7 @@ def registry_publish(
     """Build, test, scan, push and sign, stopping at the first failure; print a summary."""
     from pipeline.github import append_summary, write_outputs
     from pipeline.release import publish as pub
+    from pipeline.release import summary as pub_summary
 
     with edge():
         request = pub.PublishRequest(
@@ -759,12 +760,14 @@ def registry_publish(
             cwd=Path.cwd(),
             bin_dir=ROOT / ".venv" / "bin",
         )
-        print(pub.text(result))
+        print(pub_summary.text(result))
         summary_file = os.environ.get("GITHUB_STEP_SUMMARY", "")
         if summary_file:
-            append_summary(Path(summary_file), pub.markdown(result))
+            append_summary(Path(summary_file), pub_summary.markdown(result))
         if os.environ.get("GITHUB_OUTPUT"):
-            write_outputs(Path(os.environ["GITHUB_OUTPUT"]), pub.outputs(result, summary_file))
+            write_outputs(
+                Path(os.environ["GITHUB_OUTPUT"]), pub_summary.outputs(result, summary_file)
+            )
         if result.failure is not None:
             raise result.failure
 

@@ -42,8 +42,6 @@ MAX_FUNCTION_LINES = 60
 # Debts being paid off by the redesign (issue #15): each entry must still be a debt, so the
 # lists only shrink. Empty is the goal.
 OVERSIZE: set[str] = {
-    "pipeline.bench.gateway",
-    "pipeline.release.publish",
 }
 LONG_FUNCTIONS: set[str] = {
     "run_bench",
