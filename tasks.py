@@ -293,9 +293,8 @@ def docker_merge(
     record: str | None = None,
 ) -> None:
     """Merge per-platform digests into ONE tagged index (release tags immutable, moving last)."""
-    from datetime import UTC, datetime
-
     from pipeline.build.plan import DIGESTS_DIR
+    from pipeline.clock import utc_stamp
     from pipeline.oci.reference import parse_reference
     from pipeline.registry.client import client_for
     from pipeline.release.merge import merge_sources, merge_to_record, read_digests_dir, record_for
@@ -318,7 +317,7 @@ def docker_merge(
         expected = [p.strip() for v in platform or () for p in v.split(",") if p.strip()]
         expected = expected or list(config.platforms)
         planned = record_for(
-            computed, context, expected, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            computed, context, expected, utc_stamp()
         )
         host = parse_reference(planned.image).host
         merged = merge_to_record(

@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ from pipeline.build.plan import (
 )
 from pipeline.build.progress import Progress, display, read_progress
 from pipeline.build.record import BuildRecord
+from pipeline.clock import utc_stamp
 from pipeline.config import Settings
+from pipeline.engine.buildx import BuildOutput
 from pipeline.engine.cli import DOCKER_DRIVER
 from pipeline.engine.daemon import BuilderInfo, DaemonInfo
 from pipeline.errors import EngineError, PipelineError, UsageError
@@ -153,8 +154,6 @@ def run_build(
     record_path: Path | None = None,
 ) -> BuildResult:
     """Check the engine, resolve the base, build, measure, and write the build record."""
-    from pipeline import engine
-
     daemon, builder = preflight(options, settings, root)
     base = resolve_base(base_name(settings, root), daemon.mirrors)
     plan = plan_build(
@@ -167,60 +166,11 @@ def run_build(
         base=base,
         source_date_epoch=build_context.commit_time,
     )
-    missing = [p for p in plan.platforms if not platform_supported(p, builder.platforms)]
-    if missing:
-        raise EngineError(
-            f"builder {builder.name} cannot build {', '.join(missing)} "
-            f"(it builds {', '.join(builder.platforms) or 'nothing'})",
-            hint="install QEMU binfmt handlers, use another --builder, or drop that --platform",
-        )
-    if plan.push_by_digest and builder.driver == DOCKER_DRIVER:
-        plan = replace(plan, via_store=True)
-    if plan.load:
-        problem = load_problem(
-            plan.platforms, builder.driver, daemon.containerd_store, builder.name
-        )
-        if problem:
-            raise EngineError(problem, hint="pass --push, or build a single --platform")
-    stamp: tuple[Path, str] | None = None
-    if plan.cache.export and plan.cache.kind == "local":
-        directory = Path(plan.cache.export["dest"])
-        directory.mkdir(parents=True, exist_ok=True)
-        stamp = (directory / STAMP, inputs_digest(plan))
-        if not plan.no_cache and cache_is_current(directory, stamp[1]):
-            plan = replace(plan, cache=replace(plan.cache, export=None))  # nothing new to save
-            stamp = None
-
-    wall = time.time()
-    started = time.monotonic()
-    try:
-        output = engine.build(plan.context, plan.buildx_options(), on_line=display(plan.progress))
-        if plan.via_store:
-            output.metadata["containerimage.digest"] = push_from_store(plan, settings, environ)
-    finally:
-        if plan.via_store:
-            engine.remove_images([plan.store_tag])
-    duration = time.monotonic() - started
-    if stamp is not None:
-        prune_local_cache(stamp[0].parent, older_than=wall)
-        stamp[0].write_text(stamp[1] + "\n", encoding="utf-8")
+    plan = fit_to_builder(plan, builder, daemon)
+    plan, stamp = _cache_stamp(plan)
+    output, duration = _execute(plan, settings, environ, stamp)
+    digest, reference, extra = _result_digest(plan, output, root / options.digests_dir)
     progress = read_progress(output.lines)
-    digest = str(output.metadata.get("containerimage.digest", ""))
-    reference = plan.tags[0]
-    extra: dict[str, Any] = {}
-    if plan.push_by_digest:
-        if not digest.startswith("sha256:"):
-            raise EngineError(
-                f"buildx reported no digest for {plan.image} ({plan.platforms[0]})",
-                hint="check the build output; the push by digest cannot be merged without it",
-            )
-        reference = f"{plan.image}@{digest}"
-        written = write_digest_file(root / options.digests_dir, plan.platforms[0], digest)
-        extra = {"push_by_digest": True, "digest_file": str(written)}
-    if plan.push:
-        sizes = engine.registry_sizes(reference)
-    else:
-        sizes = engine.local_sizes(reference, plan.platforms)
     record = BuildRecord(
         image=tags.image,
         version=tags.version,
@@ -239,20 +189,108 @@ def run_build(
         duration_s=round(duration, 2),
         cached_steps=progress.cached_steps,
         total_steps=progress.total_steps,
-        sizes=sizes,
+        sizes=_sizes(plan, reference),
         base_name=base.name,
         base_digest=base.digest,
-        built_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        extra={
-            "builder": builder.name,
-            "driver": builder.driver,
-            "cache": plan.cache.kind,
-            "target": plan.target or "",
-            "context_bytes": progress.context_bytes or 0,
-            "dockerfile": settings.dockerfile,
-            **extra,
-        },
+        built_at=utc_stamp(),
+        extra={**_build_facts(plan, builder, progress, settings), **extra},
     )
     if record_path is not None:
         record.write(record_path)
     return BuildResult(record=record, plan=plan, progress=progress, lines=output.lines)
+
+
+def fit_to_builder(plan: BuildPlan, builder: BuilderInfo, daemon: DaemonInfo) -> BuildPlan:
+    """The plan as this builder can run it: every platform buildable, a load it can make, a
+    push by digest through the local store for the ``docker`` driver."""
+    missing = [p for p in plan.platforms if not platform_supported(p, builder.platforms)]
+    if missing:
+        raise EngineError(
+            f"builder {builder.name} cannot build {', '.join(missing)} "
+            f"(it builds {', '.join(builder.platforms) or 'nothing'})",
+            hint="install QEMU binfmt handlers, use another --builder, or drop that --platform",
+        )
+    if plan.push_by_digest and builder.driver == DOCKER_DRIVER:
+        plan = replace(plan, via_store=True)
+    if plan.load:
+        problem = load_problem(
+            plan.platforms, builder.driver, daemon.containerd_store, builder.name
+        )
+        if problem:
+            raise EngineError(problem, hint="pass --push, or build a single --platform")
+    return plan
+
+
+def _cache_stamp(plan: BuildPlan) -> tuple[BuildPlan, tuple[Path, str] | None]:
+    """A local cache export stamped with the plan's inputs; none when it already holds them."""
+    if not (plan.cache.export and plan.cache.kind == "local"):
+        return plan, None
+    directory = Path(plan.cache.export["dest"])
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = (directory / STAMP, inputs_digest(plan))
+    if not plan.no_cache and cache_is_current(directory, stamp[1]):
+        return replace(plan, cache=replace(plan.cache, export=None)), None  # nothing new
+    return plan, stamp
+
+
+def _execute(
+    plan: BuildPlan,
+    settings: Settings,
+    environ: Mapping[str, str],
+    stamp: tuple[Path, str] | None,
+) -> tuple[BuildOutput, float]:
+    """buildx (and the push from the local store), timed; the cache stamp written after."""
+    from pipeline import engine
+
+    wall = time.time()
+    started = time.monotonic()
+    try:
+        output = engine.build(plan.context, plan.buildx_options(), on_line=display(plan.progress))
+        if plan.via_store:
+            output.metadata["containerimage.digest"] = push_from_store(plan, settings, environ)
+    finally:
+        if plan.via_store:
+            engine.remove_images([plan.store_tag])
+    duration = time.monotonic() - started
+    if stamp is not None:
+        prune_local_cache(stamp[0].parent, older_than=wall)
+        stamp[0].write_text(stamp[1] + "\n", encoding="utf-8")
+    return output, duration
+
+
+def _result_digest(
+    plan: BuildPlan, output: BuildOutput, digests_dir: Path
+) -> tuple[str, str, dict[str, Any]]:
+    """The digest buildx reported, the reference to measure, and (for a push by digest) the
+    digest file written for ``docker.merge``."""
+    digest = str(output.metadata.get("containerimage.digest", ""))
+    if not plan.push_by_digest:
+        return digest, plan.tags[0], {}
+    if not digest.startswith("sha256:"):
+        raise EngineError(
+            f"buildx reported no digest for {plan.image} ({plan.platforms[0]})",
+            hint="check the build output; the push by digest cannot be merged without it",
+        )
+    written = write_digest_file(digests_dir, plan.platforms[0], digest)
+    return digest, f"{plan.image}@{digest}", {"push_by_digest": True, "digest_file": str(written)}
+
+
+def _sizes(plan: BuildPlan, reference: str) -> dict[str, int]:
+    from pipeline import engine
+
+    if plan.push:
+        return engine.registry_sizes(reference)
+    return engine.local_sizes(reference, plan.platforms)
+
+
+def _build_facts(
+    plan: BuildPlan, builder: BuilderInfo, progress: Progress, settings: Settings
+) -> dict[str, Any]:
+    return {
+        "builder": builder.name,
+        "driver": builder.driver,
+        "cache": plan.cache.kind,
+        "target": plan.target or "",
+        "context_bytes": progress.context_bytes or 0,
+        "dockerfile": settings.dockerfile,
+    }

@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
 from pipeline.errors import UsageError
+from pipeline.oci.reference import parse_reference
 from pipeline.release.prune import Log
 from pipeline.release.steps import Step, StepResult, Summary, plan_steps, run_steps, should_push
 from pipeline.release.summary import scan_text
@@ -165,106 +168,114 @@ def plan_publish(
 
 def real_steps(plan: PublishPlan, summary: Summary) -> dict[str, StepFunction]:
     """The steps against the engine, the scanners, the registry and cosign."""
-    from pipeline.build.record import BuildRecord
-    from pipeline.oci.reference import parse_reference
-
-    request, s, log = plan.request, plan.settings, plan.log
-
-    def build_step() -> dict[str, Any]:
-        from pipeline.build.plan import BuildOptions
-        from pipeline.build.run import run_build
-
-        options = BuildOptions(platforms=request.platforms, load=True, cache=request.cache)
-        result = run_build(
-            root=plan.root,
-            settings=s,
-            build_context=plan.context,
-            tags=plan.tags,
-            options=options,
-            environ=plan.environ,
-            record_path=plan.record_path,
-        )
-        rec = result.record
-        return {
-            "platforms": rec.platforms,
-            "digest": rec.digest,
-            "detail": f"{rec.cached_steps}/{rec.total_steps} steps cached",
-        }
-
-    def test_step() -> dict[str, Any]:
-        from pipeline.build.containertest import run_checks
-
-        checks = run_checks(BuildRecord.read(plan.record_path), arm64=request.arm64, report=log)
-        return {"detail": f"{len(checks)} checks passed"}
-
-    def scan_step() -> dict[str, Any]:
-        from pipeline.scan import policy as sc
-        from pipeline.scan.result import read_result
-        from pipeline.scan.run import ScanRequest, run_scan
-
-        conf = sc.scan_settings(s.extra)
-        document = Path(conf["output_dir"]) / "scan.json"
-        document.unlink(missing_ok=True)
-        scan_request = ScanRequest(
-            severity=request.severity,
-            require=request.require,
-            db_dir=request.db_dir,
-            db_update=request.db_update,
-        )
-        try:
-            run_scan(scan_request, settings=s, environ=plan.environ, bin_dir=plan.bin_dir, log=log)
-        finally:
-            if document.exists():
-                data = read_result(document)
-                summary.scan = scan_text(data)
-                summary.scan_counts = {
-                    str(k): int(v) for k, v in dict(data.get("counts") or {}).items()
-                }
-        return {"scan": summary.scan}
-
-    def push_step() -> dict[str, Any]:
-        from pipeline.release.push import push_record
-        from pipeline.release.sign import sign
-
-        rec = BuildRecord.read(plan.record_path)
-        image = parse_reference(rec.image)
-
-        def sign_first(digest: str) -> None:
-            """Signed before any moving tag points at it."""
-            if request.sign:
-                sign(image.with_digest(digest), plan.signing)
-                log(f"signed {image.with_digest(digest)} ({plan.signing.mode})")
-
-        result = push_record(
-            plan.record_path,
-            extra=s.extra,
-            environ=plan.environ,
-            latest_policy=s.tags.latest,
-            before_moving=sign_first,
-            log=log,
-        )
-        return {
-            "digest": result.digest,
-            "platforms": result.platforms,
-            "tags": [f"{rec.image}:{t}" for t in result.tags],
-            "pushed": True,
-            "detail": f"{len(result.written)} tag(s) written",
-        }
-
-    def sign_step() -> dict[str, Any]:
-        from pipeline.release.sign import require_signed
-
-        rec = BuildRecord.read(plan.record_path)
-        require_signed(parse_reference(rec.image).with_digest(rec.digest), plan.signing)
-        return {"signed": f"verified ({plan.signing.mode})"}
-
     return {
-        "build": build_step,
-        "test": test_step,
-        "scan": scan_step,
-        "push": push_step,
-        "sign": sign_step,
+        "build": partial(_build_step, plan),
+        "test": partial(_test_step, plan),
+        "scan": partial(_scan_step, plan, summary),
+        "push": partial(_push_step, plan),
+        "sign": partial(_sign_step, plan),
     }
+
+
+def _build_step(plan: PublishPlan) -> dict[str, Any]:
+    from pipeline.build.plan import BuildOptions
+    from pipeline.build.run import run_build
+
+    options = BuildOptions(platforms=plan.request.platforms, load=True, cache=plan.request.cache)
+    result = run_build(
+        root=plan.root,
+        settings=plan.settings,
+        build_context=plan.context,
+        tags=plan.tags,
+        options=options,
+        environ=plan.environ,
+        record_path=plan.record_path,
+    )
+    rec = result.record
+    return {
+        "platforms": rec.platforms,
+        "digest": rec.digest,
+        "detail": f"{rec.cached_steps}/{rec.total_steps} steps cached",
+    }
+
+
+def _test_step(plan: PublishPlan) -> dict[str, Any]:
+    from pipeline.build.containertest import run_checks
+
+    checks = run_checks(
+        BuildRecord.read(plan.record_path), arm64=plan.request.arm64, report=plan.log
+    )
+    return {"detail": f"{len(checks)} checks passed"}
+
+
+def _scan_step(plan: PublishPlan, summary: Summary) -> dict[str, Any]:
+    from pipeline.scan import policy as sc
+    from pipeline.scan.result import read_result
+    from pipeline.scan.run import ScanRequest, run_scan
+
+    conf = sc.scan_settings(plan.settings.extra)
+    document = Path(conf["output_dir"]) / "scan.json"
+    document.unlink(missing_ok=True)
+    scan_request = ScanRequest(
+        severity=plan.request.severity,
+        require=plan.request.require,
+        db_dir=plan.request.db_dir,
+        db_update=plan.request.db_update,
+    )
+    try:
+        run_scan(
+            scan_request,
+            settings=plan.settings,
+            environ=plan.environ,
+            bin_dir=plan.bin_dir,
+            log=plan.log,
+        )
+    finally:
+        if document.exists():
+            data = read_result(document)
+            summary.scan = scan_text(data)
+            summary.scan_counts = {
+                str(k): int(v) for k, v in dict(data.get("counts") or {}).items()
+            }
+    return {"scan": summary.scan}
+
+
+def _push_step(plan: PublishPlan) -> dict[str, Any]:
+    from pipeline.release.push import push_record
+    from pipeline.release.sign import sign
+
+    rec = BuildRecord.read(plan.record_path)
+    image = parse_reference(rec.image)
+
+    def sign_first(digest: str) -> None:
+        """Signed before any moving tag points at it."""
+        if plan.request.sign:
+            sign(image.with_digest(digest), plan.signing)
+            plan.log(f"signed {image.with_digest(digest)} ({plan.signing.mode})")
+
+    result = push_record(
+        plan.record_path,
+        extra=plan.settings.extra,
+        environ=plan.environ,
+        latest_policy=plan.settings.tags.latest,
+        before_moving=sign_first,
+        log=plan.log,
+    )
+    return {
+        "digest": result.digest,
+        "platforms": result.platforms,
+        "tags": [f"{rec.image}:{t}" for t in result.tags],
+        "pushed": True,
+        "detail": f"{len(result.written)} tag(s) written",
+    }
+
+
+def _sign_step(plan: PublishPlan) -> dict[str, Any]:
+    from pipeline.release.sign import require_signed
+
+    rec = BuildRecord.read(plan.record_path)
+    require_signed(parse_reference(rec.image).with_digest(rec.digest), plan.signing)
+    return {"signed": f"verified ({plan.signing.mode})"}
 
 
 def _append_history(plan: PublishPlan, summary: Summary, *, error: str = "") -> None:
