@@ -238,6 +238,11 @@ def test_the_rendered_manifests_hold_every_kind_in_the_overlays_namespace(render
     assert result.namespace == expected
 
 
+def test_the_readme_names_the_supported_kubernetes_versions_the_tests_validate() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"Supported: **Kubernetes {SUPPORTED[0]} to {SUPPORTED[-1]}**" in readme
+
+
 def test_the_namespace_comes_first_and_enforces_pod_security_restricted(rendered: Any) -> None:
     result, docs = rendered
     namespace = docs[0]
