@@ -138,7 +138,7 @@ def _scan_built(
 ) -> ScanResult:
     """The image of the build record, in the local store, with its Dockerfile."""
     record = BuildRecord.read(Path(settings.record))
-    dockerfile = Path(settings.dockerfile)
+    dockerfile = settings.dockerfile_path
     if not dockerfile.is_file():
         raise UsageError(f"no Dockerfile at {dockerfile}", hint="fix [tool.pipeline] dockerfile")
     return scan_image(
