@@ -82,6 +82,11 @@ class Settings:
     def dockerfile_path(self) -> Path:
         return self.root / self.dockerfile
 
+    def path_or_name(self, key: str, default: str) -> str:
+        """A path or name from ``[tool.pipeline]`` beyond the typed settings (in ``extra``)."""
+        value = self.extra.get(key, default)
+        return str(value) if value not in (None, "") else default
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], root: Path | None = None) -> Settings:
         """Validate a (possibly env-overridden) mapping; unknown keys are kept in ``extra``.

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pipeline.clock import parse_utc
+from pipeline.config import Settings
 from pipeline.errors import PipelineError, RegistryError, UsageError
+from pipeline.oci.reference import parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.release.tags import SemVer
 
@@ -280,3 +282,28 @@ def _protected(client: RegistryClient, repository: str, environments: Iterable[s
             if digest:
                 protected.add(digest)
     return protected
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """The flags of ``docker.prune``."""
+
+    keep: int = 10
+    days: int = 30
+    yes: bool = False
+    image: str | None = None
+
+
+def prune_images(request: PruneRequest, *, settings: Settings, environ: Mapping[str, str]) -> None:
+    """``docker.prune``: gather the repository's tags, plan by the retention, print the plan
+    and (``yes``) delete. Releases and environments are never deleted."""
+    from pipeline.registry.client import client_for
+    from pipeline.release.promote import environments
+
+    envs = environments(settings.extra.get("environments"))
+    retention = Retention(request.keep, request.days, envs)
+    target = parse_reference(request.image or settings.image)
+    client = client_for(target.host, extra=settings.extra, environ=environ)
+    tags, created = gather(client, target.repository, retention.environments)
+    result = plan(tags, created, retention, datetime.now(UTC))
+    execute(client, target.repository, result, retention, yes=request.yes)

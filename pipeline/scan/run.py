@@ -19,7 +19,7 @@ from pipeline.build.record import BuildRecord
 from pipeline.clock import utc_stamp
 from pipeline.config import Settings
 from pipeline.errors import ScannerError, UsageError
-from pipeline.github import append_summary, write_outputs
+from pipeline.github import report_to_github
 from pipeline.oci.platform import pick_platform
 from pipeline.oci.reference import is_loopback, parse_reference
 from pipeline.proc import find_tool
@@ -167,10 +167,8 @@ def _report(
     else:
         log(summary)
         log(f"reports: {paths['summary']}, {paths['json']}, {paths['sarif']}")
-    if environ.get("GITHUB_STEP_SUMMARY"):
-        append_summary(Path(environ["GITHUB_STEP_SUMMARY"]), summary)
-    if format == "github":
-        write_outputs(Path(environ["GITHUB_OUTPUT"]), github_outputs(result, paths))
+    outputs = github_outputs(result, paths) if format == "github" else None
+    report_to_github(environ, outputs=outputs, summary=summary)
 
 
 def scan_image(

@@ -13,6 +13,7 @@ from pipeline.build.plan import BuildOptions
 from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
 from pipeline.errors import EngineError
+from pipeline.gitref import RefFlags
 from pipeline.history import store as history
 from pipeline.release.tags import image_tags
 from tests import fixtures_image
@@ -35,7 +36,7 @@ def test_the_history_file_comes_from_settings_relative_to_the_root(tmp_path: Pat
 
 def build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool) -> Path:
     settings = project_settings(tmp_path)
-    context, tags = image_tags({}, ROOT, settings, ref="main", sha=SHA)
+    context, tags = image_tags({}, ROOT, settings, RefFlags(ref="main", sha=SHA))
 
     def fake_run_build(**kwargs: Any) -> Any:
         if fail:

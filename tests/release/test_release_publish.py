@@ -16,6 +16,7 @@ from faultproxy import cosign_keys, remove_images
 from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
 from pipeline.errors import GateError, UsageError
+from pipeline.gitref import RefFlags
 from pipeline.oci.reference import parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.release.publish import PublishPlan, PublishRequest, StepFactory, publish
@@ -373,7 +374,7 @@ def publish_with(
     tmp_path: Path, fail: str = "", environ: Mapping[str, str] | None = None, **flags: Any
 ) -> Summary:
     return publish(
-        PublishRequest(ref="main", sha=SHA, **flags),
+        PublishRequest(git=RefFlags(ref="main", sha=SHA), **flags),
         root=tmp_path,
         settings=publish_settings(tmp_path),
         environ={"COSIGN_KEY": "cosign.key"} if environ is None else environ,
