@@ -474,6 +474,8 @@ def test_the_index_is_signed_and_attested_by_digest_before_any_moving_tag_is_wri
         'uv run invoke docker.tag-moving --image "$IMAGE" --digest "$DIGEST"'
     ]
     assert upstream(jobs, "tag") >= {"merge", "sign"}
+    # No `if:` (so no always()): a failed or skipped signature leaves every moving tag alone.
+    assert [j for j in ("merge", "sign", "tag") if "if" in jobs[j]] == []
     moving = [
         job_id
         for job_id, job in jobs.items()
