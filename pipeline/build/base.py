@@ -84,9 +84,9 @@ def resolve_base(name: str, mirrors: Sequence[str]) -> BaseImage:
 
     if not name.strip():
         raise UsageError("[tool.pipeline] base_image: must be a non-empty image name")
-    if "@" in name:
-        bare, _, digest = name.partition("@")
-        return BaseImage(qualified_name(bare), digest)
+    pinned = parse_reference(name)
+    if pinned.digest:
+        return BaseImage(str(replace(pinned, digest="")), pinned.digest)
     where = mirror_reference(name, mirrors)
     try:
         digest = engine.index_digest(where)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.build.record import pushed_digest
+from pipeline.clock import TAG_STAMP
 from pipeline.config import Settings
 from pipeline.errors import PipelineError, UsageError
 from pipeline.oci.manifest import Manifest
@@ -27,7 +28,6 @@ from pipeline.release.sign import UnsignedError
 
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
-_STAMP = "%Y%m%d%H%M%S%f"
 Log = Callable[[str], None]
 Verifier = Callable[[Reference], bool]
 
@@ -67,7 +67,7 @@ def check_environment(name: str, allowed: Sequence[str]) -> str:
 
 
 def history_tag(environment: str, now: datetime) -> str:
-    return f"{environment}-{now.astimezone(UTC).strftime(_STAMP)}"
+    return f"{environment}-{now.astimezone(UTC).strftime(TAG_STAMP)}"
 
 
 def history_tags(environment: str, tags: Iterable[str]) -> list[str]:
@@ -80,7 +80,7 @@ def history_time(tag: str) -> datetime | None:
     match = re.search(r"-(\d{20})$", tag)
     if not match:
         return None
-    return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC)
+    return datetime.strptime(match.group(1), TAG_STAMP).replace(tzinfo=UTC)
 
 
 def previous_digest(history: Sequence[tuple[str, str]], current: str | None) -> str | None:

@@ -216,7 +216,7 @@ def scan_image(
         runs.append(ScannerRun("dockerfile", True, tuple(lint), tool="hadolint"))
     target = Target(
         reference=ref,
-        digest=digest or (ref.split("@", 1)[1] if "@sha256:" in ref else ""),
+        digest=digest or parse_reference(ref).digest,
         platform=scanned or platform,
         image_id=str(metadata.get("ImageID", "")),
         source=source,
