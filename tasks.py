@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from invoke.collection import Collection
+from invoke.config import Config
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
@@ -27,7 +28,7 @@ from invoke.tasks import task
 # honoured, and so is `invoke --write-pyc`.
 sys.dont_write_bytecode = sys.dont_write_bytecode and sys.flags.dont_write_bytecode
 
-from pipeline.config import Settings, invoke_defaults, load_pyproject  # noqa: E402
+from pipeline.config import Settings, invoke_defaults, load_pyproject, load_settings  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -48,11 +49,20 @@ def edge() -> Iterator[None]:
 
 
 def settings(c: Context, **overrides: Any) -> Settings:
-    """Validated settings: pyproject, then INVOKE_DOCKER_* (Invoke), then flags."""
-    data = dict(c.config.docker)
-    data["tags"] = dict(data.get("tags", {}))
-    data.update({k: v for k, v in overrides.items() if v not in (None, "", [], ())})
-    return Settings.from_mapping(data)
+    """Validated settings from Invoke's config layers, then flags; paths from the project root."""
+    return load_settings(c.config.docker, ROOT, overrides)
+
+
+def project_config(system_prefix: str | None = None) -> Config:
+    """Invoke's config for this project, layered as the `invoke` program layers it: this
+    collection's defaults (``[tool.pipeline]``), ``/etc/invoke.yaml`` (``system_prefix``),
+    ``~/.invoke.yaml``, the project's ``invoke.yaml``, then ``INVOKE_*`` variables. Tests read
+    settings through it."""
+    config = Config(project_location=str(ROOT), system_prefix=system_prefix)
+    config.load_project()
+    config.load_collection(ns.configuration())
+    config.load_shell_env()
+    return config
 
 
 def _defaults() -> dict[str, Any]:

@@ -681,9 +681,19 @@ def preflight(
 
 
 def dockerfile_base(text: str) -> str:
-    """The default of ``ARG BASE_IMAGE=...`` in a Dockerfile, or ``""``."""
+    """The image a Dockerfile's ``ARG BASE_IMAGE=...`` default stands for, or ``""``. A default
+    that names a stage (``FROM python:3.11-slim@sha256:... AS pinned-base``, the shape Dependabot
+    can update) stands for that stage's image."""
     match = re.search(rf"^\s*ARG\s+{BASE_ARG}=(\S+)\s*$", text, flags=re.MULTILINE)
-    return match.group(1).strip("\"'") if match else ""
+    if not match:
+        return ""
+    default = match.group(1).strip("\"'")
+    stage = re.search(
+        rf"^\s*FROM\s+(?:--\S+\s+)*(\S+)\s+AS\s+{re.escape(default)}\s*$",
+        text,
+        flags=re.MULTILINE | re.IGNORECASE,
+    )
+    return stage.group(1) if stage else default
 
 
 def base_name(settings: Settings, root: Path) -> str:

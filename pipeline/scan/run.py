@@ -123,7 +123,7 @@ def run_scan(
         )
     else:
         record = BuildRecord.read(Path(settings.record))
-        dockerfile = Path(settings.dockerfile)
+        dockerfile = settings.dockerfile_path
         if not dockerfile.is_file():
             raise UsageError(
                 f"no Dockerfile at {dockerfile}", hint="fix [tool.pipeline] dockerfile"
