@@ -946,12 +946,43 @@ def deploy_render(c: Context, env: str, image: str | None = None, out: str | Non
         print(f"  namespace: {rendered.namespace}")
 
 
+_CLUSTER_HELP = {
+    "env": "staging or production (an overlay in docker/k8s/overlays/)",
+    "context": "kubectl context (default: [tool.pipeline.deploy.ENV] context); kubectl's"
+    " current context must be this one",
+    "timeout": "seconds to wait for the rollout (default: the Deployment's"
+    " progressDeadlineSeconds + 60)",
+}
+
+
+def _cluster(c: Context, env: str, context: str | None, repo: str | None) -> Any:
+    """What a cluster task needs, built once: the request's paths, kubectl pinned to the
+    environment's context, and the environment's history in the registry."""
+    from pipeline.deploy import k8s, rollout
+    from pipeline.deploy.kubectl import target_for
+    from pipeline.release.promote import environments
+
+    s = settings(c)
+    target = k8s.parse_image(repo) if repo else _image_ref(s, None)
+    kube = rollout.Kube(target_for(s.extra.get("deploy") or {}, env, context), os.environ)
+    envs = rollout.EnvHistory(
+        _client(target.host, s),
+        target,
+        env,
+        verified=lambda ref: _verifier()(ref),  # a key is needed only to promote or roll back
+        allowed=environments(s.extra.get("environments")),
+    )
+    return s, kube, envs
+
+
 @task(
     name="k8s",
     help={
         **_K8S_HELP,
-        "context": "kubectl context (default: the current context of KUBECONFIG)",
-        "timeout": "seconds to wait for the rollout (default 300)",
+        **_CLUSTER_HELP,
+        "image": "NAME:TAG or NAME@sha256:... to promote to ENV and deploy (default: the"
+        " digest ENV points at in the registry: docker.promote --to ENV)",
+        "dry_run": "stop after printing kubectl diff: nothing applied, nothing promoted",
     },
 )
 def deploy_k8s(
@@ -960,52 +991,48 @@ def deploy_k8s(
     image: str | None = None,
     out: str | None = None,
     context: str | None = None,
-    timeout: int = 300,
+    timeout: int | None = None,
+    dry_run: bool = False,
 ) -> None:
-    """Render the manifests, apply them with kubectl and wait for the rollout."""
-    from pipeline.deploy import k8s
+    """Diff, server-side apply (pruned) and wait; a failed rollout rolls ENV back."""
+    from pipeline.deploy import rollout
 
     with edge():
-        s = settings(c)
-        k8s_dir = _k8s_dir(s, env)
-        used = k8s.require_cluster(context=context, env=os.environ)
-        rendered = _render(s, k8s_dir, env, image, out)
-        k8s.apply(rendered.path, context=context, env=os.environ, timeout_s=int(timeout))
-        print(f"deployed {rendered.image} to {rendered.namespace} ({used})")
+        s, kube, envs = _cluster(c, env, context, image)
+        request = rollout.Request(
+            _k8s_dir(s, env),
+            Path(out) if out else ROOT / _extra(s, "manifests_dir", "build/k8s"),
+            image=image,
+            dry_run=dry_run,
+            timeout_s=int(timeout or 0) or None,
+        )
+        rollout.deploy(request, kube, envs)
 
 
 @task(
     name="rollback",
     help={
-        "env": "staging or production",
-        "context": "kubectl context (default: the current context of KUBECONFIG)",
-        "revision": "roll back to this Deployment revision (default: the previous one)",
-        "timeout": "seconds to wait for the rollout (default 300)",
+        **_CLUSTER_HELP,
+        "to": "TAG or sha256:DIGEST to go back to (default: ENV's previous digest)",
+        "image": "repository (default: [tool.pipeline] image)",
     },
 )
 def deploy_rollback(
     c: Context,
     env: str,
+    to: str | None = None,
     context: str | None = None,
-    revision: int | None = None,
-    timeout: int = 300,
+    timeout: int | None = None,
+    image: str | None = None,
 ) -> None:
-    """Undo the last Kubernetes rollout of an environment and wait for it."""
-    from pipeline.deploy import k8s
+    """Point ENV back in the registry history (or --to), then apply and wait for that."""
+    from pipeline.deploy import rollout
 
     with edge():
-        s = settings(c)
-        k8s_dir = _k8s_dir(s, env)
-        used = k8s.require_cluster(context=context, env=os.environ)
-        namespace = k8s.overlay_namespace(k8s_dir, env)
-        k8s.rollback(
-            namespace,
-            context=context,
-            env=os.environ,
-            to_revision=int(revision) if revision is not None else None,
-            timeout_s=int(timeout),
-        )
-        print(f"rolled back deployment/gateway in {namespace} ({used})")
+        s, kube, envs = _cluster(c, env, context, image)
+        out = ROOT / _extra(s, "manifests_dir", "build/k8s")
+        request = rollout.Request(_k8s_dir(s, env), out, timeout_s=int(timeout or 0) or None)
+        rollout.rollback(request, kube, envs, to)
 
 
 deploy.add_task(deploy_local)
