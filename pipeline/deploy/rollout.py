@@ -193,8 +193,12 @@ def show_diff(kube: Kube, plan: DeployPlan) -> bool:
 
 
 def apply_and_wait(kube: Kube, plan: DeployPlan) -> str | None:
-    """Apply, then wait for the rollout; None when it rolled out, else why it did not."""
-    applied = kube.call(plan.apply, what="kubectl apply", timeout=300, applyset=True)
+    """Apply, then wait for the rollout; None when it rolled out, else why it did not (a
+    refused apply may have changed some objects: it is a failed rollout too)."""
+    try:
+        applied = kube.call(plan.apply, what="kubectl apply", timeout=300, applyset=True)
+    except CommandError as exc:
+        return f"kubectl apply: {last_line(exc.stderr) or exc.message}"
     if applied.stdout.strip():
         kube.out(applied.stdout.rstrip("\n"))
     try:

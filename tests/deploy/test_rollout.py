@@ -362,3 +362,34 @@ def test_without_a_cluster_the_tasks_fail_with_one_line_naming_the_context(
         ],
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_apply_is_a_failed_rollout_and_rolled_back_too(
+    kubectl: StandIn, run: Run
+) -> None:
+    refused = 'Error from server (Forbidden): admission webhook "policy" denied the request'
+    kubectl.answer("apply", {"rc": 1, "stderr": refused + "\n"}, {"stdout": "applied\n"})
+    history = FakeHistory([A])
+    request = rollout.Request(K8S, run.request.out_dir, image=f"{REPO}@{B}")
+    with pytest.raises(rollout.RolloutFailedError) as caught:
+        rollout.deploy(request, run.kube, history)
+    assert caught.value.one_line() == (
+        f"rollout of {B} to staging failed (kubectl apply: {refused}):"
+        f" rolled staging back from {B} to {A}"
+    )
+    assert history.digests == [A, B, A]
+    assert [r["key"] for r in kubectl.records()][-3:] == ["apply", "apply", "rollout status"]
+
+
+def test_when_the_rollback_does_not_roll_out_either_the_line_says_both(
+    kubectl: StandIn, run: Run
+) -> None:
+    kubectl.answer("rollout status", {"rc": 1, "stderr": DEADLINE})
+    history = FakeHistory([A, B])
+    with pytest.raises(rollout.RolloutFailedError) as caught:
+        rollout.deploy(run.request, run.kube, history)
+    assert caught.value.one_line() == (
+        f"rollout of {B} to staging failed ({DEADLINE.strip()}); rolled staging back to {A},"
+        f" whose rollout failed too ({DEADLINE.strip()})"
+    )
+    assert history.current() == A
