@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from pipeline.deploy import k8s
 from pipeline.deploy.kubectl import (
@@ -33,6 +33,9 @@ from pipeline.oci.reference import Reference
 from pipeline.proc import run
 from pipeline.release import promote as history
 from pipeline.release.promote import NoHistoryError, Promotion, Verifier
+
+if TYPE_CHECKING:
+    from pipeline.registry.client import RegistryClient
 
 Runner = Callable[..., Any]
 Out = Callable[[str], None]
@@ -92,7 +95,7 @@ class History(Protocol):
 class EnvHistory:
     """An environment's digests in the registry, through ``pipeline.release.promote``."""
 
-    client: Any  # pipeline.registry.client.RegistryClient
+    client: RegistryClient
     image: Reference  # the repository
     env: str
     verified: Verifier
@@ -100,7 +103,7 @@ class EnvHistory:
     log: Out = print
 
     def current(self) -> str | None:
-        return self.client.digest(self.image.repository, self.env)  # type: ignore[no-any-return]
+        return self.client.digest(self.image.repository, self.env)
 
     def resolve(self, ref: str) -> str:
         return history.resolve(self.client, self.image, ref).digest
