@@ -393,3 +393,28 @@ def test_when_the_rollback_does_not_roll_out_either_the_line_says_both(
         f" whose rollout failed too ({DEADLINE.strip()})"
     )
     assert history.current() == A
+
+
+@pytest.mark.engine
+def test_deploy_k8s_dry_run_prints_the_diff_of_the_pinned_render_and_moves_nothing(
+    kubectl: StandIn, registry: str, scratch_repo: str, tmp_path: Path
+) -> None:
+    client = RegistryClient(registry, retry=FAST)
+    image = parse_reference(scratch_repo)
+    digest = push_tiny_image(client, image.repository, 1)
+    out = tmp_path / "k8s"
+    done = _invoke(
+        kubectl,
+        *["deploy.k8s", "--env", "staging", "--image", f"{scratch_repo}:build-1"],
+        *["--out", str(out), "--dry-run"],
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [
+        f"deploying {scratch_repo}@{digest} to {NS} ({CONTEXT})",
+        "-  image: old",
+        "+  image: new",
+        "dry run: nothing applied",
+    ]
+    assert [r["key"] for r in kubectl.records()] == ["config current-context", "get secret", "diff"]
+    assert kubectl.records()[-1]["images"] == [f"{scratch_repo}@{digest}"]
+    assert client.digest(image.repository, "staging") is None  # nothing promoted
