@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from faultproxy import cosign_keys
 
 from pipeline.deploy import rollout
 from pipeline.deploy.kubectl import Target
@@ -21,6 +22,7 @@ from pipeline.oci.manifest import Manifest
 from pipeline.oci.reference import Reference, parse_reference
 from pipeline.registry.client import RegistryClient, RetryPolicy
 from pipeline.release.promote import NoHistoryError, Promotion, history_tags
+from pipeline.release.sign import config_from_env, sign
 from tests.conftest import ROOT
 from tests.deploy.conftest import CONTEXT, DEADLINE, ROLLED_OUT, StandIn
 
@@ -297,11 +299,13 @@ def test_deploy_rollback_points_the_environment_back_then_applies_that_pinned(
 # --- through invoke ---
 
 
-def _invoke(kubectl: StandIn, *args: str) -> subprocess.CompletedProcess[str]:
+def _invoke(
+    kubectl: StandIn, *args: str, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args],
         cwd=ROOT,
-        env={**kubectl.environ, "KUBECONFIG": os.devnull},
+        env={**kubectl.environ, "KUBECONFIG": os.devnull, **(environ or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -418,3 +422,34 @@ def test_deploy_k8s_dry_run_prints_the_diff_of_the_pinned_render_and_moves_nothi
     assert [r["key"] for r in kubectl.records()] == ["config current-context", "get secret", "diff"]
     assert kubectl.records()[-1]["images"] == [f"{scratch_repo}@{digest}"]
     assert client.digest(image.repository, "staging") is None  # nothing promoted
+
+
+@pytest.mark.engine
+def test_deploy_k8s_with_a_failed_rollout_exits_1_with_one_line_and_staging_back_on_its_digest(
+    kubectl: StandIn, registry: str, scratch_repo: str, tmp_path: Path
+) -> None:
+    """The task end to end: signatures checked by cosign, history in the registry."""
+    client = RegistryClient(registry, retry=FAST)
+    image = parse_reference(scratch_repo)
+    good, bad = (push_tiny_image(client, image.repository, n) for n in (1, 2))
+    keys = cosign_keys(tmp_path / "keys")
+    for digest in (good, bad):
+        sign(image.with_digest(digest), config_from_env(keys))
+    envs = rollout.EnvHistory(client, image, "staging", verified=lambda ref: True, log=print)
+    envs.promote(good)
+    kubectl.answer("rollout status", {"rc": 1, "stderr": DEADLINE}, {"stdout": ROLLED_OUT})
+    done = _invoke(
+        kubectl,
+        *["deploy.k8s", "--env", "staging", "--image", f"{scratch_repo}@{bad}"],
+        *["--out", str(tmp_path / "k8s")],
+        environ={"COSIGN_PUBLIC_KEY": keys["COSIGN_PUBLIC_KEY"]},
+    )
+    assert (done.returncode, done.stderr.splitlines()) == (
+        1,
+        [
+            f"error: rollout of {bad} to staging failed ({DEADLINE.strip()}):"
+            f" rolled staging back from {bad} to {good}"
+        ],
+    )
+    assert envs.current() == good
+    assert recorded(envs) == [good, bad, good]
