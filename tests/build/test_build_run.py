@@ -17,7 +17,7 @@ from pipeline.history import store as history
 from pipeline.release.tags import image_tags
 from tests import fixtures_image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHA = "6f3e8fa" + "0" * 33
 
 

@@ -23,7 +23,7 @@ from pipeline.release.steps import Step, Summary, plan_steps, run_steps, should_
 from pipeline.release.summary import markdown, outputs, scan_text, text
 from tests import fixtures_image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "d" * 64
 
 
