@@ -400,17 +400,14 @@ def deploy_k8s(
     image: str | None = None,
     out: str | None = None,
     context: str | None = None,
-    timeout: int = 300,
+    timeout: int | None = None,
+    dry_run: bool = False,
 ) -> None:
-    """Render the manifests, apply them with kubectl and wait for the rollout."""
-    from pipeline.deploy.environments import deploy_env
+    """Diff, server-side apply (pruned) and wait; a failed rollout rolls ENV back."""
+    from pipeline.deploy.environments import ClusterRequest, deploy_env
 
-    s, t = settings(c), int(timeout)
-    print(
-        deploy_env(
-            env, image, out, context=context, timeout_s=t, root=ROOT, settings=s, environ=os.environ
-        )
-    )
+    request = ClusterRequest(env, image, None, out, context, timeout, dry_run)
+    deploy_env(request, root=ROOT, settings=settings(c), environ=os.environ)
 
 
 @task(name="rollback", help=flags_help.DEPLOY_ROLLBACK)
@@ -418,26 +415,16 @@ def deploy_k8s(
 def deploy_rollback(
     c: Context,
     env: str,
+    to: str | None = None,
     context: str | None = None,
-    revision: int | None = None,
-    timeout: int = 300,
+    timeout: int | None = None,
+    image: str | None = None,
 ) -> None:
-    """Undo the last Kubernetes rollout of an environment and wait for it."""
-    from pipeline.deploy.environments import rollback_env
+    """Point ENV back in the registry history (or --to), then apply and wait for that."""
+    from pipeline.deploy.environments import ClusterRequest, rollback_env
 
-    to = int(revision) if revision is not None else None
-    s, t = settings(c), int(timeout)
-    print(
-        rollback_env(
-            env,
-            context=context,
-            revision=to,
-            timeout_s=t,
-            root=ROOT,
-            settings=s,
-            environ=os.environ,
-        )
-    )
+    request = ClusterRequest(env, image, to=to, context=context, timeout=timeout)
+    rollback_env(request, root=ROOT, settings=settings(c), environ=os.environ)
 
 
 for _task in (deploy_local, deploy_down, deploy_render, deploy_k8s, deploy_rollback):

@@ -134,17 +134,21 @@ DEPLOY_DOWN = {"project": "compose project name (default: api-gateway-local)"}
 
 K8S = {
     "env": "staging or production (an overlay in docker/k8s/overlays/)",
-    "image": "image to deploy, NAME:TAG (resolved to its digest) or NAME@sha256:... (default:"
-    " the pushed digest in build/image.toml)",
+    "image": "NAME:TAG or NAME@sha256:... to promote to ENV and deploy (default: the digest ENV"
+    " points at in the registry: docker.promote --to ENV)",
     "out": "directory for the rendered manifests (default: build/k8s)",
-    "context": "kubectl context (default: the current context of KUBECONFIG)",
-    "timeout": "seconds to wait for the rollout (default 300)",
+    "context": "kubectl context (default: [tool.pipeline.deploy.ENV] context); kubectl's current"
+    " context must be this one",
+    "timeout": "seconds to wait for the rollout (default: the Deployment's"
+    " progressDeadlineSeconds + 60)",
+    "dry_run": "stop after printing kubectl diff: nothing applied, nothing promoted",
 }
 
 DEPLOY_ROLLBACK = {
     "env": "staging or production",
+    "to": "TAG or sha256:DIGEST to go back to (default: ENV's previous digest)",
+    "image": "repository (default: [tool.pipeline] image)",
     "context": K8S["context"],
-    "revision": "roll back to this Deployment revision (default: the previous one)",
     "timeout": K8S["timeout"],
 }
 
@@ -176,4 +180,9 @@ DOCKER_TEST = {
     "record": "build record to test (default: [tool.pipeline] record)",
     "arm64": "also start the linux/arm64 image under QEMU when the record has it (default: yes)",
 }
-RENDER = {k: K8S[k] for k in ("env", "image", "out")}
+RENDER = {
+    "env": K8S["env"],
+    "image": "image to render, NAME:TAG (resolved to its digest) or NAME@sha256:... (default: the"
+    " pushed digest in build/image.toml)",
+    "out": K8S["out"],
+}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from pipeline.errors import CommandError
@@ -21,9 +21,11 @@ def run(
     error: type[CommandError] = CommandError,
     what: str = "",
     hint: str = "",
+    ok: Collection[int] = (0,),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv``, capture its output, and raise ``error`` if it fails. ``input`` goes to
-    stdin: the way secrets reach a command (never argv)."""
+    """Run ``argv``, capture its output, and raise ``error`` if it fails (an exit code not in
+    ``ok``: ``kubectl diff`` says "differences" with 1). ``input`` goes to stdin: the way
+    secrets reach a command (never argv)."""
     try:
         done = subprocess.run(
             list(argv),
@@ -43,7 +45,7 @@ def run(
         raise error(
             f"{what or argv[0]} timed out after {timeout:g}s", argv=argv, hint=hint
         ) from exc
-    if done.returncode != 0:
+    if done.returncode not in ok:
         raise error(
             f"{what or ' '.join(argv[:2])} failed with exit code {done.returncode}",
             argv=argv,

@@ -731,6 +731,9 @@ class Cluster:
         assert real, "the stand-in renders with the real kubectl (kustomize)"
         return {
             **env,
+            # deploy.k8s deploys to the context [tool.pipeline.deploy.ENV] names: the stand-in's.
+            "INVOKE_DOCKER_DEPLOY_STAGING_CONTEXT": "act-cluster",
+            "INVOKE_DOCKER_DEPLOY_PRODUCTION_CONTEXT": "act-cluster",
             "KUBECTL_LOG": str(self.where / "calls"),
             "KUBECTL_REAL": real,
             "PATH": f"{KUBECTL_STAND_IN}{os.pathsep}{env['PATH']}",
@@ -741,11 +744,10 @@ class Cluster:
         return log.read_text().splitlines() if log.exists() else []
 
     def verbs(self) -> list[str]:
-        """Each call's first two words (a kustomize call's folder is a temporary one)."""
-        return [
-            "kustomize" if call.startswith("kustomize ") else " ".join(call.split()[:2])
-            for call in self.calls()
-        ]
+        """Each call's first two words after ``--context NAME`` (a kustomize call's folder is a
+        temporary one)."""
+        words = [call.removeprefix("--context act-cluster ").split() for call in self.calls()]
+        return ["kustomize" if w[0] == "kustomize" else " ".join(w[:2]) for w in words]
 
     def applied(self) -> list[str]:
         return [
@@ -859,8 +861,10 @@ def test_the_deploy_workflow_promotes_the_signed_digest_to_staging_and_rolls_it_
     assert cluster.verbs() == [
         "config current-context",
         "kustomize",
-        "config current-context",
-        "apply -f",
+        "get secret",
+        "kustomize",
+        "diff --server-side",
+        "apply --server-side",
         "rollout status",
     ]
 

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.config import Settings
-from pipeline.deploy import k8s
+from pipeline.deploy import k8s, rollout
+from pipeline.deploy.kubectl import target_for
+from pipeline.release.promote import environments
 
 
 def k8s_dir(root: Path, settings: Settings, env: str) -> Path:
@@ -34,38 +39,84 @@ def render_lines(rendered: k8s.Rendered) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class ClusterRequest:
+    """The flags of ``deploy.k8s`` and ``deploy.rollback``."""
+
+    env: str
+    image: str | None = None  # deploy: a tag or digest to promote first; rollback: the repository
+    to: str | None = None  # rollback: the tag or digest to go back to
+    out: str | None = None
+    context: str | None = None
+    timeout: int | None = None
+    dry_run: bool = False
+
+
+@contextmanager
+def kubeconfig(environ: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """kubectl's environment: ``KUBECONFIG_DATA`` (a kubeconfig's text, as CI secrets hold it)
+    written to a private temporary file for the task's calls and removed after, unless
+    ``KUBECONFIG`` already names one."""
+    env = dict(environ)
+    data = env.pop("KUBECONFIG_DATA", "")
+    if not data or env.get("KUBECONFIG"):
+        yield env
+        return
+    with tempfile.TemporaryDirectory(prefix="kubeconfig-") as tmp:
+        path = Path(tmp) / "config"
+        path.touch(mode=0o600)
+        path.write_text(data, encoding="utf-8")
+        yield {**env, "KUBECONFIG": str(path)}
+
+
+def _cluster(
+    request: ClusterRequest, root: Path, settings: Settings, environ: Mapping[str, str]
+) -> tuple[rollout.Request, rollout.Kube, rollout.EnvHistory]:
+    """What a cluster task needs, built once: the paths, kubectl pinned to the environment's
+    context, and the environment's history in the registry."""
+    from pipeline.oci.reference import parse_reference
+    from pipeline.registry.client import client_for
+    from pipeline.release.sign import verifier_from_env
+
+    target = k8s.parse_image(request.image) if request.image else parse_reference(settings.image)
+    deploy_settings = settings.extra.get("deploy") or {}
+    kube = rollout.Kube(target_for(deploy_settings, request.env, request.context), environ)
+    envs = rollout.EnvHistory(
+        client_for(target.host, extra=settings.extra, environ=environ),
+        target,
+        request.env,
+        verified=lambda ref: verifier_from_env(environ)(ref),  # a key only when one is needed
+        allowed=environments(settings.extra.get("environments")),
+    )
+    out = (
+        Path(request.out)
+        if request.out
+        else root / settings.path_or_name("manifests_dir", "build/k8s")
+    )
+    plan = rollout.Request(
+        k8s_dir(root, settings, request.env),
+        out,
+        image=request.image,
+        dry_run=request.dry_run,
+        timeout_s=int(request.timeout or 0) or None,
+    )
+    return plan, kube, envs
+
+
 def deploy_env(
-    env: str,
-    image: str | None,
-    out: str | None,
-    *,
-    context: str | None,
-    timeout_s: int,
-    root: Path,
-    settings: Settings,
-    environ: Mapping[str, str],
+    request: ClusterRequest, *, root: Path, settings: Settings, environ: Mapping[str, str]
 ) -> str:
-    """Render, apply with kubectl, wait for the rollout; the line to print."""
-    k8s_dir(root, settings, env)
-    used = k8s.require_cluster(context=context, env=environ)
-    rendered = render_env(env, image, out, root=root, settings=settings)
-    k8s.apply(rendered.path, context=context, env=environ, timeout_s=timeout_s)
-    return f"deployed {rendered.image} to {rendered.namespace} ({used})"
+    """``deploy.k8s``: diff, server-side apply (pruned), wait; a failed rollout rolls back.
+    Returns the deployed digest."""
+    with kubeconfig(environ) as env:
+        return rollout.deploy(*_cluster(request, root, settings, env))
 
 
 def rollback_env(
-    env: str,
-    *,
-    context: str | None,
-    revision: int | None,
-    timeout_s: int,
-    root: Path,
-    settings: Settings,
-    environ: Mapping[str, str],
+    request: ClusterRequest, *, root: Path, settings: Settings, environ: Mapping[str, str]
 ) -> str:
-    """Undo the environment's last rollout (or go to ``revision``); the line to print."""
-    directory = k8s_dir(root, settings, env)
-    used = k8s.require_cluster(context=context, env=environ)
-    namespace = k8s.overlay_namespace(directory, env)
-    k8s.rollback(namespace, context=context, env=environ, to_revision=revision, timeout_s=timeout_s)
-    return f"rolled back deployment/gateway in {namespace} ({used})"
+    """``deploy.rollback``: the environment pointed back in the registry history (or to
+    ``to``), then applied and waited for. Returns the digest it runs now."""
+    with kubeconfig(environ) as env:
+        plan, kube, envs = _cluster(request, root, settings, env)
+        return rollout.rollback(replace(plan, image=None), kube, envs, request.to).digest

@@ -1,8 +1,6 @@
-"""Kubernetes: render the kustomize overlays with the image pinned by digest, check the result,
-apply it with kubectl and wait for the rollout, or undo the last rollout.
-
-Rendering is offline (``kubectl kustomize``); only ``apply`` and ``rollback`` need a cluster, and
-they refuse with one clear error when kubectl has none configured.
+"""Kubernetes: render the kustomize overlays with the image pinned by digest and check the
+result. Rendering is offline (``kubectl kustomize``); what talks to a cluster is
+``pipeline.deploy.rollout`` (its kubectl calls: ``pipeline.deploy.kubectl``).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import CommandError, RegistryError, UsageError
+from pipeline.errors import RegistryError, UsageError
 from pipeline.oci.reference import Reference, parse_reference
 from pipeline.proc import run
 
@@ -253,135 +251,6 @@ def render(
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return Rendered(env=env, path=path, image=image.pinned, namespace=namespace)
-
-
-def namespace_of(manifest: Path) -> str:
-    """The Deployment's namespace in a rendered manifest file."""
-    try:
-        docs = load_documents(manifest.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(
-            f"no rendered manifests at {manifest}", hint="run `invoke deploy.render` first"
-        ) from None
-    deployments = find(docs, "Deployment")
-    if not deployments:
-        raise UsageError(f"{manifest}: no Deployment")
-    return str(deployments[0].get("metadata", {}).get("namespace", "default"))
-
-
-def kubectl_base(kubectl: str, context: str | None) -> list[str]:
-    return [kubectl, *(["--context", context] if context else [])]
-
-
-def require_cluster(
-    *,
-    kubectl: str = "kubectl",
-    context: str | None = None,
-    env: Mapping[str, str] | None = None,
-    runner: Runner = run,
-) -> str:
-    """The kubectl context to use; ``ClusterError`` when none is configured."""
-    if context:
-        argv = [kubectl, "config", "get-contexts", context, "-o", "name"]
-    else:
-        argv = [kubectl, "config", "current-context"]
-    try:
-        done = runner(argv, env=env, hint=KUBECTL_HINT, timeout=30)
-    except CommandError as exc:
-        if exc.returncode is None:  # kubectl itself is missing
-            raise
-        where = env.get("KUBECONFIG") if env else None
-        if context:
-            message = f"no Kubernetes cluster configured: kubectl has no context {context!r}"
-        else:
-            message = "no Kubernetes cluster configured: kubectl has no current context"
-        if where:
-            message += f" (KUBECONFIG={where})"
-        raise ClusterError(
-            message, hint="set KUBECONFIG to a kubeconfig for the cluster, or pass --context NAME"
-        ) from None
-    return str(done.stdout).strip() or (context or "")
-
-
-def apply(
-    manifest: Path,
-    *,
-    kubectl: str = "kubectl",
-    context: str | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout_s: int = 300,
-    runner: Runner = run,
-) -> str:
-    """``kubectl apply`` the rendered manifests, then wait for the Deployment's rollout."""
-    used = require_cluster(kubectl=kubectl, context=context, env=env, runner=runner)
-    namespace = namespace_of(manifest)
-    base = kubectl_base(kubectl, context)
-    runner(
-        [*base, "apply", "-f", str(manifest)],
-        env=env,
-        what=f"kubectl apply ({used})",
-        timeout=timeout_s,
-    )
-    wait_rollout(base, namespace, env=env, timeout_s=timeout_s, runner=runner)
-    return namespace
-
-
-def wait_rollout(
-    base: Sequence[str],
-    namespace: str,
-    *,
-    env: Mapping[str, str] | None,
-    timeout_s: int,
-    runner: Runner = run,
-) -> None:
-    runner(
-        [
-            *base,
-            "rollout",
-            "status",
-            f"deployment/{DEPLOYMENT}",
-            "-n",
-            namespace,
-            f"--timeout={timeout_s}s",
-        ],
-        env=env,
-        what=f"rollout of deployment/{DEPLOYMENT} in {namespace}",
-        hint=f"inspect with kubectl -n {namespace} describe deployment/{DEPLOYMENT}",
-        timeout=timeout_s + 30,
-    )
-
-
-def rollback(
-    namespace: str,
-    *,
-    kubectl: str = "kubectl",
-    context: str | None = None,
-    env: Mapping[str, str] | None = None,
-    to_revision: int | None = None,
-    timeout_s: int = 300,
-    runner: Runner = run,
-) -> None:
-    """``kubectl rollout undo`` the Deployment (to the previous revision unless given), then
-    wait for that rollout. Config maps are content-hashed and never deleted by a render, so
-    the previous revision still finds its config."""
-    require_cluster(kubectl=kubectl, context=context, env=env, runner=runner)
-    base = kubectl_base(kubectl, context)
-    argv = [*base, "rollout", "undo", f"deployment/{DEPLOYMENT}", "-n", namespace]
-    if to_revision is not None:
-        argv.append(f"--to-revision={to_revision}")
-    runner(argv, env=env, what=f"rollback of deployment/{DEPLOYMENT}", timeout=60)
-    wait_rollout(base, namespace, env=env, timeout_s=timeout_s, runner=runner)
-
-
-def overlay_namespace(
-    k8s_dir: Path, env: str, *, kubectl: str = "kubectl", runner: Runner = run
-) -> str:
-    """The namespace an overlay deploys to (for a rollback without a fresh render)."""
-    docs = load_documents(kustomize(overlay_dir(k8s_dir, env), kubectl=kubectl, runner=runner))
-    deployments = find(docs, "Deployment")
-    if not deployments:
-        raise UsageError(f"{env} overlay: no Deployment")
-    return str(deployments[0].get("metadata", {}).get("namespace", "default"))
 
 
 def image_for(image: str | None, record_path: Path, *, lookup: Lookup | None = None) -> Reference:
