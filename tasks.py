@@ -642,6 +642,7 @@ def registry_prune(
     """Delete old branch/PR images from the registry; releases and environments stay."""
     from datetime import UTC, datetime
 
+    from pipeline.registry.ghcr import deleter_for, describe
     from pipeline.release.promote import environments
     from pipeline.release.prune import Retention, execute, gather, plan
 
@@ -650,9 +651,17 @@ def registry_prune(
         target = _image_ref(s, image)
         retention = Retention(int(keep), int(days), environments(s.extra.get("environments")))
         client = _client(target.host, s)
+        api = str(s.extra.get("registry_api", ""))
+        delete = None
+        if yes:  # the dry run plans the same on every registry; deleting needs the path
+            api, delete = deleter_for(
+                client, target.repository, setting=api, extra=s.extra, environ=os.environ
+            )
         tags_, created = gather(client, target.repository, retention.environments)
         result = plan(tags_, created, retention, datetime.now(UTC))
-        execute(client, target.repository, result, retention, yes=yes)
+        if yes:
+            print(describe(api, target.host, target.repository))
+        execute(client, target.repository, result, retention, yes=yes, delete=delete)
 
 
 @task(

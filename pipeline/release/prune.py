@@ -221,9 +221,11 @@ def execute(
     *,
     yes: bool,
     log: Log = print,
+    delete: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Print the plan; with ``yes``, delete its digests (after re-checking that no environment
-    or release tag moved onto one of them). Returns the deleted digests."""
+    or release tag moved onto one of them) through ``delete`` (default: the registry API's
+    DELETE; ghcr.io: ``pipeline.registry.ghcr.deleter_for``). Returns the deleted digests."""
     for decision in result.decisions:
         if decision.delete:
             verb = "delete" if yes else "would delete"
@@ -244,7 +246,10 @@ def execute(
                 f"{digest} is now pointed at by a release or environment tag: stopped",
                 hint="run the prune again",
             )
-        client.delete_manifest(repository, digest)
+        if delete is None:
+            client.delete_manifest(repository, digest)
+        else:
+            delete(digest)
         deleted.append(digest)
     log(f"deleted {len(deleted)} digest(s)")
     return deleted
