@@ -689,7 +689,7 @@ def registry_outdated(c: Context, ref: str | None = None, record: str | None = N
         if parse_reference(base.name).host == "docker.io" and "docker.io" not in mirrors:
             from contextlib import suppress
 
-            from pipeline.engine.client import daemon_info
+            from pipeline.engine import daemon_info
             from pipeline.errors import EngineError
 
             with suppress(EngineError):  # no daemon: ask Docker Hub itself
@@ -800,7 +800,7 @@ def _extra(s: Settings, key: str, default: str) -> str:
 def _recorded_local_image(c: Context, s: Settings, build: bool) -> str:
     """The image docker.build recorded and loaded; built first when there is none."""
     from pipeline.build.record import BuildRecord
-    from pipeline.deploy.compose import image_present
+    from pipeline.engine import image_exists as image_present
     from pipeline.errors import UsageError
 
     path = ROOT / s.record
@@ -860,6 +860,7 @@ def deploy_local(
 
     Builds the image if none is recorded, starts both services, waits until they are healthy,
     sends a request through the gateway and checks the upstream answered it."""
+    from pipeline import engine
     from pipeline.deploy import compose
     from pipeline.errors import UsageError
 
@@ -869,7 +870,7 @@ def deploy_local(
         ref = image or env_file.get("GATEWAY_IMAGE", "")
         if not ref:
             ref = _recorded_local_image(c, s, build)
-        elif not compose.image_present(ref):
+        elif not engine.image_exists(ref):
             raise UsageError(
                 f"image {ref} is not in the local image store",
                 hint="docker pull it, or leave out --image to use the built image",
@@ -891,13 +892,14 @@ def deploy_local(
 @task(name="down", help={"project": "compose project name (default: api-gateway-local)"})
 def deploy_down(c: Context, project: str | None = None) -> None:
     """Remove everything deploy.local started: containers, networks, volumes, built images."""
+    from pipeline import engine
     from pipeline.deploy import compose
     from pipeline.errors import EngineError
 
     with edge():
         stack = _stack(settings(c), project, compose.UNUSED_IMAGE)
         compose.down(stack)
-        left = compose.leftovers(stack.project)
+        left = engine.leftovers(stack.project)
         if left:
             raise EngineError(f"{stack.project}: still present after down: {', '.join(left)}")
         print(f"removed: compose project {stack.project}")

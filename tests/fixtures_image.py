@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import engine
 from pipeline.build.plan import BuildOptions, run_build
 from pipeline.build.record import BuildRecord
 from pipeline.config import Settings, invoke_defaults, load_pyproject
-from pipeline.engine import client as engine
 from pipeline.release.tags import image_tags
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.config import load as load_gateway_config
 from pipeline.deploy import compose
+from pipeline.engine import leftovers
 from pipeline.errors import UsageError
 from tests.conftest import ROOT
 
@@ -269,7 +270,7 @@ def test_deploy_local_answers_through_the_gateway_and_deploy_down_removes_it_all
 
     down = _invoke("deploy.down", "--project", project, timeout=300)
     assert (down.returncode, down.stdout.strip()) == (0, f"removed: compose project {project}")
-    assert compose.leftovers(project) == []
+    assert leftovers(project) == []
     assert _docker("images", "--quiet", f"{project}-upstream") == ""
 
 
@@ -281,7 +282,7 @@ def test_deploy_local_refuses_an_image_missing_from_the_local_store(project: str
         "error: image no-such/image:404 is not in the local image store: docker pull it,"
         " or leave out --image to use the built image"
     )
-    assert compose.leftovers(project) == []
+    assert leftovers(project) == []
 
 
 @pytest.mark.engine

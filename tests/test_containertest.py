@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load
+from pipeline import engine
 from pipeline.build.containertest import (
     LABEL_KEY,
     Check,
@@ -19,7 +20,6 @@ from pipeline.build.containertest import (
     run_checks,
 )
 from pipeline.build.record import BuildRecord
-from pipeline.engine import client as engine
 from pipeline.errors import GateError
 
 pytest_plugins = ["fixtures_image"]

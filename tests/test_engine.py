@@ -1,11 +1,10 @@
-"""pipeline.engine.client and the real builds: the image for linux/amd64 (the session's), once for
+"""pipeline.engine and the real builds: the image for linux/amd64 (the session's), once for
 linux/amd64 + linux/arm64 without emulated build steps, and the CA bundle secret that must
 never reach a layer or the image history."""
 
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import uuid
 from collections.abc import Callable
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import engine
 from pipeline.build.containertest import run_checks
 from pipeline.build.plan import BuildOptions, read_progress, resolve_base
 from pipeline.build.record import BuildRecord
-from pipeline.engine import client as engine
 from pipeline.errors import EngineError
 
 pytest_plugins = ["fixtures_image"]
@@ -41,86 +40,6 @@ def test_the_buildx_version_is_read_from_its_banner(
     text: str, version: tuple[int, int, int] | None
 ) -> None:
     assert engine.parse_version(text) == version
-
-
-@pytest.mark.parametrize(
-    ("reference", "repository"),
-    [
-        ("127.0.0.1:5000/a/b:tag", "127.0.0.1:5000/a/b"),
-        ("127.0.0.1:5000/a/b@sha256:00", "127.0.0.1:5000/a/b"),
-        ("127.0.0.1:5000/a/b", "127.0.0.1:5000/a/b"),
-        ("python:3.11-slim", "python"),
-    ],
-)
-def test_a_reference_without_tag_or_digest(reference: str, repository: str) -> None:
-    assert engine.strip_reference(reference) == repository
-
-
-def test_layout_sizes_add_config_and_layers_per_platform_and_skip_attestations() -> None:
-    def blob(digest: str, content: dict[str, object]) -> tuple[str, bytes]:
-        return f"blobs/sha256/{digest}", json.dumps(content).encode()
-
-    index = {
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"digest": "sha256:m1", "platform": {"os": "linux", "architecture": "amd64"}},
-            {
-                "digest": "sha256:m2",
-                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
-            },
-            {"digest": "sha256:att", "platform": {"os": "unknown", "architecture": "unknown"}},
-        ],
-    }
-    files = dict(
-        [
-            ("index.json", json.dumps({"manifests": [{"digest": "sha256:idx"}]}).encode()),
-            blob("idx", index),
-            blob("m1", {"config": {"size": 10}, "layers": [{"size": 100}, {"size": 5}]}),
-            blob("m2", {"config": {"size": 20}, "layers": [{"size": 200}]}),
-            blob("att", {"config": {"size": 1}, "layers": [{"size": 1}]}),
-        ]
-    )
-    assert engine.layout_sizes(files) == {"linux/amd64": 115, "linux/arm64/v8": 220}
-
-
-def test_a_single_platform_layout_takes_its_platform_from_the_config() -> None:
-    files = {
-        "index.json": json.dumps({"manifests": [{"digest": "sha256:m"}]}).encode(),
-        "blobs/sha256/m": json.dumps(
-            {"config": {"digest": "sha256:c", "size": 7}, "layers": [{"size": 3}]}
-        ).encode(),
-        "blobs/sha256/c": json.dumps({"os": "linux", "architecture": "amd64"}).encode(),
-    }
-    assert engine.layout_sizes(files) == {"linux/amd64": 10}
-
-
-def test_a_layout_names_its_image_manifests_by_platform_without_attestations() -> None:
-    index = {
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"digest": "sha256:m1", "platform": {"os": "linux", "architecture": "amd64"}},
-            {"digest": "sha256:m2", "platform": {"os": "linux", "architecture": "arm64"}},
-            {
-                "digest": "sha256:att",
-                "platform": {"os": "unknown", "architecture": "unknown"},
-                "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
-            },
-        ],
-    }
-    files = {
-        "index.json": json.dumps({"manifests": [{"digest": "sha256:idx"}]}).encode(),
-        "blobs/sha256/idx": json.dumps(index).encode(),
-    }
-    assert engine.layout_images(files) == {"linux/amd64": "sha256:m1", "linux/arm64": "sha256:m2"}
-
-
-def test_a_single_platform_layout_names_its_one_manifest() -> None:
-    files = {
-        "index.json": json.dumps({"manifests": [{"digest": "sha256:m"}]}).encode(),
-        "blobs/sha256/m": json.dumps({"config": {"digest": "sha256:c"}, "layers": []}).encode(),
-        "blobs/sha256/c": json.dumps({"os": "linux", "architecture": "arm64"}).encode(),
-    }
-    assert engine.layout_images(files) == {"linux/arm64": "sha256:m"}
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 from faultproxy import FaultProxy, build_image, remove_images
 
 from pipeline.build.record import BuildRecord
+from pipeline.engine.transfer import docker_cli
 from pipeline.oci.reference import parse_reference
 from pipeline.registry.client import (
     Credentials,
@@ -25,7 +26,6 @@ from pipeline.registry.client import (
 )
 from pipeline.release.push import (
     TagConflictError,
-    docker_cli,
     login,
     moving_tags,
     plan_tags,

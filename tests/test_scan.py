@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.build.record import BuildRecord
-from pipeline.engine.client import daemon_info
+from pipeline.engine import daemon_info
 from pipeline.errors import ConfigError, GateError, ScannerError, UsageError
 from pipeline.oci.platform import normalize_platform, pick_platform
 from pipeline.scan.policy import (

@@ -195,7 +195,7 @@ def test_trivy_reason_is_the_fatal_error_without_wrappers() -> None:
 
 
 def test_image_sources_become_trivy_arguments() -> None:
-    assert ImageSource("docker", "gw:dev", platform="linux/amd64").args() == [
+    assert ImageSource("local", "gw:dev", platform="linux/amd64").args() == [
         "--image-src",
         "docker",
         "--platform",
@@ -212,7 +212,7 @@ def test_image_sources_become_trivy_arguments() -> None:
 
 
 def test_trivy_skips_the_database_update_only_when_told(tmp_path: Path) -> None:
-    source = ImageSource("docker", "gw:dev")
+    source = ImageSource("local", "gw:dev")
     offline = Trivy(db_dir="/db", db_update=False).image_argv(source, ["vuln"], tmp_path / "r")
     online = Trivy().image_argv(source, ["vuln"], tmp_path / "r")
     assert "--skip-db-update" in offline

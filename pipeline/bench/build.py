@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pipeline import engine
 from pipeline.build.containertest import CONFIG_PATH, GATEWAY_PORT, gateway_config
 from pipeline.build.plan import (
     BuildOptions,
@@ -28,7 +29,6 @@ from pipeline.build.plan import (
 )
 from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
-from pipeline.engine import client as engine
 from pipeline.release.tags import image_tags
 
 COPY_IGNORE = (".git", ".venv", "build", ".mypy_cache", ".ruff_cache", ".pytest_cache")

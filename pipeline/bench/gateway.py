@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
 API_KEY_SHA256 = hashlib.sha256(API_KEY.encode()).hexdigest()
 BODY = "hello, world\n"
+#: The Python programs the benchmark starts, as real files.
+PROGRAMS = Path(__file__).resolve().parent / "programs"
 MINIMAL_NOTE = "stdlib asyncio streams; minimal: no XFF/request id/chunked"
 
 
@@ -92,10 +94,13 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: Sequence[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -145,149 +150,6 @@ def _nginx_conf(workdir: Path, server: str) -> Path:
         )
     )
     return conf
-
-
-PY_UPSTREAM = """
-import asyncio, sys
-try:
-    import uvloop
-except ImportError:
-    uvloop = None
-BODY = sys.argv[2].encode()
-RESPONSE = (b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\n"
-            b"Content-Length: %d\\r\\n\\r\\n%b" % (len(BODY), BODY))
-class P(asyncio.Protocol):
-    def connection_made(self, t):
-        self.t = t
-        self.buf = b""
-    def data_received(self, data):
-        self.buf += data
-        n = self.buf.count(b"\\r\\n\\r\\n")
-        if n:
-            self.buf = self.buf[self.buf.rfind(b"\\r\\n\\r\\n") + 4:]
-            self.t.write(RESPONSE * n)
-async def main():
-    server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]))
-    await server.serve_forever()
-(uvloop.run if uvloop else asyncio.run)(main())
-"""
-
-PY_ASYNCIO_PROXY = """
-import asyncio, sys
-try:
-    import uvloop
-except ImportError:
-    uvloop = None
-UP_HOST, UP_PORT = "127.0.0.1", int(sys.argv[2])
-HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"trailer",
-       b"proxy-connection", b"proxy-authorization", b"proxy-authenticate"}
-async def read_message(reader):
-    head = await reader.readuntil(b"\\r\\n\\r\\n")
-    lines = head.split(b"\\r\\n")
-    length = 0
-    kept = []
-    for line in lines[1:-2]:
-        name, _, value = line.partition(b":")
-        lname = name.strip().lower()
-        if lname == b"content-length":
-            length = int(value)
-        if lname not in HOP and lname != b"content-length":
-            kept.append(line)
-    body = await reader.readexactly(length) if length else b""
-    return lines[0], kept, body
-async def handle(reader, writer):
-    up_reader = up_writer = None
-    try:
-        while True:
-            try:
-                first, headers, body = await read_message(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            if up_writer is None:
-                up_reader, up_writer = await asyncio.open_connection(UP_HOST, UP_PORT)
-            up_writer.write(b"\\r\\n".join([first, *headers, b"Content-Length: %d" % len(body)])
-                            + b"\\r\\n\\r\\n" + body)
-            status, rheaders, rbody = await read_message(up_reader)
-            writer.write(b"\\r\\n".join([status, *rheaders, b"Content-Length: %d" % len(rbody)])
-                         + b"\\r\\n\\r\\n" + rbody)
-            await writer.drain()
-    finally:
-        writer.close()
-        if up_writer is not None:
-            up_writer.close()
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
-    await server.serve_forever()
-(uvloop.run if uvloop else asyncio.run)(main())
-"""
-
-PY_AIOHTTP_PROXY = """
-import sys
-import aiohttp
-from aiohttp import web
-UPSTREAM = "http://127.0.0.1:%s" % sys.argv[2]
-HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer", "host",
-       "content-length", "proxy-connection"}
-async def on_startup(app):
-    app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-async def on_cleanup(app):
-    await app["session"].close()
-async def proxy(request):
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
-    body = await request.read()
-    async with request.app["session"].request(
-        request.method, UPSTREAM + request.path_qs, headers=headers, data=body or None
-    ) as up:
-        data = await up.read()
-        rheaders = {k: v for k, v in up.headers.items() if k.lower() not in HOP}
-        return web.Response(status=up.status, headers=rheaders, body=data)
-app = web.Application()
-app.on_startup.append(on_startup)
-app.on_cleanup.append(on_cleanup)
-app.router.add_route("*", "/{tail:.*}", proxy)
-try:
-    import uvloop
-    uvloop.install()
-except ImportError:
-    pass
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
-"""
-
-
-PY_GRANIAN_APP = """
-import aiohttp
-UPSTREAM = "http://127.0.0.1:%(port)s"
-HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"trailer",
-       b"host", b"content-length", b"proxy-connection"}
-session = None
-async def app(scope, receive, send):
-    global session
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if session is None:
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.lower() not in HOP]
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-    url = UPSTREAM + scope["raw_path"].decode() + ("?" + scope["query_string"].decode()
-                                                   if scope["query_string"] else "")
-    async with session.request(scope["method"], url, headers=headers, data=body or None) as up:
-        data = await up.read()
-        out = [(k.encode(), v.encode()) for k, v in up.headers.items()
-               if k.lower().encode() not in HOP]
-        await send({"type": "http.response.start", "status": up.status, "headers": out})
-        await send({"type": "http.response.body", "body": data})
-"""
 
 
 def gateway_config(workdir: Path, port: int, upstream_port: int) -> Path:
@@ -501,7 +363,7 @@ def _one_round(seconds: float, connections: int, image: str | None) -> list[Resu
                 )
                 upstream_note = "upstream: nginx"
             else:
-                upstream = procs.start([python, "-c", PY_UPSTREAM, str(up_port), BODY])
+                upstream = procs.start([python, str(PROGRAMS / "upstream.py"), str(up_port), BODY])
                 upstream_note = "upstream: python"
             wait_http(f"http://127.0.0.1:{up_port}/")
 
@@ -541,9 +403,11 @@ def _one_round(seconds: float, connections: int, image: str | None) -> list[Resu
                 results.append(wrk("nginx-proxy", url, seconds, connections, pid=proc.pid))
                 procs.stop(proc)
 
+            programs_env = {**os.environ, "BENCH_UPSTREAM_PORT": str(up_port)}
             for label, argv, note in _baselines(workdir, up_port):
                 port = free_port()
-                proc = procs.start([a.replace("{port}", str(port)) for a in argv], cwd=workdir)
+                argv = [a.replace("{port}", str(port)) for a in argv]
+                proc = procs.start(argv, cwd=PROGRAMS, env=programs_env)
                 wait_http(f"http://127.0.0.1:{port}/")
                 url = f"http://127.0.0.1:{port}/"
                 results.append(wrk(label, url, seconds, connections, note, pid=proc.pid))
@@ -559,15 +423,14 @@ def _baselines(workdir: Path, up_port: int) -> list[tuple[str, list[str], str]]:
     found: list[tuple[str, list[str], str]] = []
     has_aiohttp = importlib.util.find_spec("aiohttp") is not None
     if has_aiohttp and importlib.util.find_spec("granian") is not None:
-        (workdir / "granian_proxy.py").write_text(PY_GRANIAN_APP % {"port": up_port})
         argv = [python, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
         argv += ["--port", "{port}", "--workers", "1", "--loop", "uvloop", "--no-ws"]
         argv += ["--log-level", "error", "--no-access-log", "granian_proxy:app"]
         found.append(("python-granian", argv, "ASGI app on granian, one aiohttp ClientSession"))
     if has_aiohttp:
-        argv = [python, "-c", PY_AIOHTTP_PROXY, "{port}", str(up_port)]
+        argv = [python, str(PROGRAMS / "aiohttp_proxy.py"), "{port}", str(up_port)]
         found.append(("python-aiohttp", argv, "aiohttp server+client"))
-    floor = [python, "-c", PY_ASYNCIO_PROXY, "{port}", str(up_port)]
+    floor = [python, str(PROGRAMS / "asyncio_proxy.py"), "{port}", str(up_port)]
     found.append(("floor-asyncio", floor, MINIMAL_NOTE))
     return found
 
@@ -579,17 +442,25 @@ def _container(
     port = free_port()
     config = gateway_config(workdir, port, up_port)
     config.chmod(0o644)
+    from pipeline import engine
+
     name = f"bench-gateway-{port}"
-    argv = ["docker", "run", "--rm", "--name", name, "--network", "host", "--read-only"]
-    argv += ["--tmpfs", "/tmp", "-v", f"{config}:/etc/gateway/gateway.toml:ro", image]
-    argv += ["python", "-m", "gateway", "--config", "/etc/gateway/gateway.toml", "--workers", "1"]
-    proc = procs.start(argv)
+    engine.run_container(
+        image,
+        ["python", "-m", "gateway", "--config", "/etc/gateway/gateway.toml", "--workers", "1"],
+        name=name,
+        labels={"bench": name},
+        network="host",
+        read_only=True,
+        tmpfs=["/tmp"],
+        volumes=[(str(config), "/etc/gateway/gateway.toml", "ro")],
+        pull="never",
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
         return wrk("gateway-container-1w", f"http://127.0.0.1:{port}/", seconds, connections)
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-        procs.stop(proc)
+        engine.remove_labelled(f"bench={name}")
 
 
 def _find(results: Sequence[Result], label: str) -> Result | None:

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.engine import client as engine
-from pipeline.errors import GateError, PipelineError
+from pipeline import engine
 from pipeline.build.record import BuildRecord
+from pipeline.errors import GateError, PipelineError
 from pipeline.oci.labels import LABEL
 
 LABEL_KEY = "pipeline.build.containertest"

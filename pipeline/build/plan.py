@@ -1,5 +1,5 @@
 """``docker.build``: flags and settings become a build plan (pure, table-tested), the plan runs
-through ``pipeline.engine.client`` (buildx via python-on-whales), and the result is the build record,
+through ``pipeline.engine`` (buildx via python-on-whales), and the result is the build record,
 ``build/image.toml``, that every later task reads instead of recomputing."""
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import Settings
-from pipeline.oci.platform import parse_platforms, platform_key
-from pipeline.gitref import ReleaseContext
-from pipeline.errors import EngineError, UsageError
 from pipeline.build.record import BuildRecord
+from pipeline.config import Settings
+from pipeline.engine.cli import DOCKER_DRIVER
+from pipeline.errors import EngineError, UsageError
+from pipeline.gitref import ReleaseContext
 from pipeline.oci.labels import LABEL, ImageTags
+from pipeline.oci.platform import parse_platforms, platform_key
 
 if TYPE_CHECKING:
-    from pipeline.engine.client import BuilderInfo, DaemonInfo
+    from pipeline.engine import BuilderInfo, DaemonInfo
 
 PROGRESS = ("auto", "plain", "tty", "quiet")
 CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
@@ -397,9 +398,9 @@ def load_problem(
     """Why loading ``platforms`` into the local store cannot work, or None."""
     if len(platforms) < 2:
         return None
-    if driver == "docker" and containerd_store:
+    if driver == DOCKER_DRIVER and containerd_store:
         return None
-    store = "the classic image store" if driver == "docker" else f"the {driver} driver"
+    store = "the classic image store" if driver == DOCKER_DRIVER else f"the {driver} driver"
     return (
         f"builder {builder} ({store}) cannot load {len(platforms)} platforms into the local store"
     )
@@ -650,7 +651,7 @@ def cache_is_current(directory: Path, digest: str) -> bool:
     return recorded == digest and (directory / "index.json").is_file()
 
 
-# --- running it (I/O through pipeline.engine.client) ---
+# --- running it (I/O through pipeline.engine) ---
 
 
 @dataclass
@@ -672,7 +673,7 @@ def preflight(
             f"no Dockerfile at {settings.dockerfile}",
             hint="create it, or set [tool.pipeline] dockerfile",
         )
-    from pipeline.engine import client as engine
+    from pipeline import engine
 
     daemon = engine.daemon_info()
     engine.buildx_version()
@@ -703,7 +704,7 @@ def base_name(settings: Settings, root: Path) -> str:
 
 def resolve_base(name: str, mirrors: Sequence[str]) -> BaseImage:
     """The base's index digest, read from the registry the daemon pulls it from."""
-    from pipeline.engine import client as engine
+    from pipeline import engine
 
     if not name.strip():
         raise UsageError("[tool.pipeline] base_image: must be a non-empty image name")
@@ -725,10 +726,10 @@ def resolve_base(name: str, mirrors: Sequence[str]) -> BaseImage:
 def push_from_store(plan: BuildPlan, settings: Settings, environ: Mapping[str, str]) -> str:
     """Upload the image built into the local store under ``plan.store_tag`` by digest only;
     returns its index digest."""
-    from pipeline.engine import client as engine
-    from pipeline.registry.upload import push_layout
-    from pipeline.registry.client import client_for
+    from pipeline import engine
     from pipeline.oci.reference import parse_reference
+    from pipeline.registry.client import client_for
+    from pipeline.registry.upload import push_layout
 
     digest = engine.local_digest(plan.store_tag)
     files, _ = engine.saved_blobs(engine.save_stream(plan.store_tag), keep=lambda name, size: True)
@@ -749,7 +750,7 @@ def run_build(
     record_path: Path | None = None,
 ) -> BuildResult:
     """Check the engine, resolve the base, build, measure, and write the build record."""
-    from pipeline.engine import client as engine
+    from pipeline import engine
 
     daemon, builder = preflight(options, settings, root)
     base = resolve_base(base_name(settings, root), daemon.mirrors)
@@ -770,7 +771,7 @@ def run_build(
             f"(it builds {', '.join(builder.platforms) or 'nothing'})",
             hint="install QEMU binfmt handlers, use another --builder, or drop that --platform",
         )
-    if plan.push_by_digest and builder.driver == "docker":
+    if plan.push_by_digest and builder.driver == DOCKER_DRIVER:
         plan = replace(plan, via_store=True)
     if plan.load:
         problem = load_problem(

@@ -9,13 +9,12 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import EngineError, PipelineError, UsageError
-from pipeline.proc import run
 
 PROJECT = "api-gateway-local"
 GATEWAY = "gateway"
@@ -27,8 +26,6 @@ UNUSED_IMAGE = "unused.invalid/down:only"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?+-][^}]*)?\}")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-
-Runner = Callable[..., Any]
 
 
 class LocalEnvError(EngineError):
@@ -89,8 +86,11 @@ class Stack:
     variables: Mapping[str, str]
     environ: Mapping[str, str]
 
-    def argv(self, *args: str) -> list[str]:
-        return ["docker", "compose", "-p", self.project, "-f", str(self.file), *args]
+    def compose(self, *args: str, **kwargs: Any) -> str:
+        """``docker compose`` for this project (through ``pipeline.engine``)."""
+        from pipeline.engine.compose import run_compose
+
+        return run_compose(self.project, self.file, *args, env=self.env, **kwargs)
 
     @property
     def env(self) -> dict[str, str]:
@@ -106,14 +106,18 @@ class Answer:
     body: dict[str, Any]
 
 
-def up(stack: Stack, *, wait_s: int = 120, runner: Runner = run) -> None:
+def up(stack: Stack, *, wait_s: int = 120) -> None:
     """Build the upstream, start both services and wait until they are healthy. A stack that
     does not come up is taken down again (nothing half-started); the error carries the end of
     its logs."""
     try:
-        runner(
-            stack.argv("up", "--detach", "--build", "--wait", "--wait-timeout", str(wait_s)),
-            env=stack.env,
+        stack.compose(
+            "up",
+            "--detach",
+            "--build",
+            "--wait",
+            "--wait-timeout",
+            str(wait_s),
             error=LocalEnvError,
             what=f"docker compose up ({stack.project})",
             timeout=wait_s + 600,
@@ -121,10 +125,8 @@ def up(stack: Stack, *, wait_s: int = 120, runner: Runner = run) -> None:
     except PipelineError as exc:
         logs = ""
         with contextlib.suppress(PipelineError):
-            logs = runner(
-                stack.argv("logs", "--no-color", "--tail", "20"), env=stack.env, timeout=60
-            ).stdout
-        down(stack, runner=runner)
+            logs = stack.compose("logs", "--no-color", "--tail", "20", timeout=60)
+        down(stack)
         detail = _last_lines(logs, 5)
         raise LocalEnvError(
             f"{exc.one_line()}" + (f"; last log lines: {detail}" if detail else ""),
@@ -132,16 +134,17 @@ def up(stack: Stack, *, wait_s: int = 120, runner: Runner = run) -> None:
         ) from None
 
 
-def published_url(stack: Stack, *, runner: Runner = run) -> str:
+def published_url(stack: Stack) -> str:
     """``http://HOST:PORT`` where the gateway's container port is published."""
-    done = runner(
-        stack.argv("port", GATEWAY, str(CONTAINER_PORT)),
-        env=stack.env,
+    out = stack.compose(
+        "port",
+        GATEWAY,
+        str(CONTAINER_PORT),
         error=LocalEnvError,
         what="docker compose port",
         timeout=60,
     )
-    address = str(done.stdout).strip().splitlines()[0] if str(done.stdout).strip() else ""
+    address = out.strip().splitlines()[0] if out.strip() else ""
     host, _, port = address.rpartition(":")
     if not port.isdigit():
         raise LocalEnvError(f"the gateway publishes no port (docker compose port: {address!r})")
@@ -177,50 +180,26 @@ def request(url: str, *, attempts: int = 10, delay_s: float = 0.5, timeout_s: fl
     raise LocalEnvError(f"no answer through the gateway at {url} ({last})")
 
 
-def logs(stack: Stack, service: str, *, runner: Runner = run) -> str:
-    done = runner(
-        stack.argv("logs", "--no-color", "--no-log-prefix", service),
-        env=stack.env,
-        error=LocalEnvError,
-        timeout=60,
+def logs(stack: Stack, service: str) -> str:
+    return stack.compose(
+        "logs", "--no-color", "--no-log-prefix", service, error=LocalEnvError, timeout=60
     )
-    return str(done.stdout)
 
 
-def down(stack: Stack, *, runner: Runner = run) -> None:
+def down(stack: Stack) -> None:
     """Remove the project's containers, networks, volumes and the images it built."""
-    runner(
-        stack.argv("down", "--volumes", "--remove-orphans", "--rmi", "local", "--timeout", "20"),
-        env=stack.env,
+    stack.compose(
+        "down",
+        "--volumes",
+        "--remove-orphans",
+        "--rmi",
+        "local",
+        "--timeout",
+        "20",
         error=EngineError,
         what=f"docker compose down ({stack.project})",
         timeout=180,
     )
-
-
-def leftovers(project: str, *, runner: Runner = run) -> list[str]:
-    """Containers, networks and volumes still labelled with the compose project."""
-    label = f"label=com.docker.compose.project={project}"
-    found: list[str] = []
-    for kind, argv in (
-        ("container", ["docker", "ps", "-a", "--filter", label, "--format", "{{.Names}}"]),
-        ("network", ["docker", "network", "ls", "--filter", label, "--format", "{{.Name}}"]),
-        ("volume", ["docker", "volume", "ls", "--filter", label, "--format", "{{.Name}}"]),
-    ):
-        done = runner(argv, error=EngineError, timeout=60)
-        found += [f"{kind} {name}" for name in str(done.stdout).split() if name]
-    return found
-
-
-def image_present(ref: str, *, runner: Runner = run) -> bool:
-    """Whether the local image store has ``ref``."""
-    try:
-        runner(["docker", "image", "inspect", "--format", "{{.Id}}", ref], timeout=60)
-    except PipelineError as exc:
-        if getattr(exc, "returncode", None) is None:
-            raise
-        return False
-    return True
 
 
 def _last_lines(text: str, count: int) -> str:

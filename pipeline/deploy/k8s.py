@@ -7,7 +7,6 @@ they refuse with one clear error when kubectl has none configured.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import CommandError, RegistryError, UsageError
+from pipeline.oci.reference import Reference, parse_reference
 from pipeline.proc import run
 
 ENVIRONMENTS: tuple[str, ...] = ("staging", "production")
@@ -28,75 +28,36 @@ PLACEHOLDER = "gateway"
 DEPLOYMENT = "gateway"
 CONTAINER = "gateway"
 CONFIG_KEY = "gateway.toml"
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 KUBECTL_HINT = "install kubectl (Debian/Ubuntu: apt-get install kubectl) and put it on PATH"
 
 Runner = Callable[..., Any]
+Lookup = Callable[[str], str]
 
 
 class ClusterError(UsageError):
     """No Kubernetes cluster is configured for kubectl."""
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    """An image reference split into its name (registry/repository), tag and digest."""
-
-    name: str
-    tag: str = ""
-    digest: str = ""
-
-    @property
-    def pinned(self) -> str:
-        if not self.digest:
-            raise UsageError(f"{self.name}: no digest to pin")
-        return f"{self.name}@{self.digest}"
+def parse_image(ref: str) -> Reference:
+    """``--image``: an image reference (``oci.reference``'s parser), errors said as flag errors."""
+    try:
+        return parse_reference(ref)
+    except RegistryError as exc:
+        raise UsageError(f"--image {ref!r}: {exc.message}", hint="e.g. ghcr.io/o/r:1.2.3") from None
 
 
-def parse_ref(ref: str) -> ImageRef:
-    """``registry/repo[:tag][@sha256:...]`` into its parts. A colon after the last slash starts
-    the tag (a colon before it is a registry port)."""
-    text = ref.strip()
-    if not text or any(c.isspace() for c in text):
-        raise UsageError(f"--image {ref!r}: not an image reference", hint="e.g. ghcr.io/o/r:1.2.3")
-    name, _, digest = text.partition("@")
-    if digest and not DIGEST.match(digest):
-        raise UsageError(f"--image {ref!r}: the digest is not sha256:<64 hex>")
-    tag = ""
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1 :]
-        if not tag:
-            raise UsageError(f"--image {ref!r}: empty tag")
-    if not name or name.endswith("/"):
-        raise UsageError(f"--image {ref!r}: no repository name")
-    return ImageRef(name=name, tag=tag, digest=digest)
-
-
-def resolve_digest(ref: str, *, runner: Runner = run) -> ImageRef:
+def resolve_digest(ref: str, *, lookup: Lookup | None = None) -> Reference:
     """The reference pinned to its digest: as given if it has one, otherwise the registry's
-    digest for the tag (the image index for a multi-platform image)."""
-    image = parse_ref(ref)
+    digest for the tag (the image index for a multi-platform image), from the engine's one
+    digest lookup (``lookup`` stands in for it in tests)."""
+    image = parse_image(ref)
     if image.digest:
         return image
-    # TODO(lead): unify with pipeline.registry.client's digest lookup once it exists.
-    done = runner(
-        ["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{json .Manifest}}"],
-        error=RegistryError,
-        what=f"resolving {ref} to a digest",
-        hint="push the image first, or pass --image NAME@sha256:...",
-        timeout=120,
-    )
-    try:
-        digest = str(json.loads(done.stdout)["digest"])
-    except (ValueError, KeyError, TypeError):
-        raise RegistryError(
-            f"resolving {ref}: unexpected output from docker buildx imagetools inspect"
-        ) from None
-    if not DIGEST.match(digest):
-        raise RegistryError(f"resolving {ref}: {digest!r} is not a sha256 digest")
-    return ImageRef(name=image.name, tag=image.tag, digest=digest)
+    if lookup is None:
+        from pipeline.engine.imagetools import index_digest
+
+        lookup = index_digest
+    return image.with_digest(lookup(str(image)))
 
 
 def overlay_dir(k8s_dir: Path, env: str) -> Path:
@@ -124,7 +85,7 @@ def load_documents(text: str) -> list[dict[str, Any]]:
 
 
 def render_overlay(
-    k8s_dir: Path, env: str, image: ImageRef, *, kubectl: str = "kubectl", runner: Runner = run
+    k8s_dir: Path, env: str, image: Reference, *, kubectl: str = "kubectl", runner: Runner = run
 ) -> str:
     """The overlay rendered with the gateway image set to ``name@digest`` (through kustomize's
     image transformer, in a throw-away kustomization on top of the overlay)."""
@@ -269,7 +230,7 @@ class Rendered:
 def render(
     k8s_dir: Path,
     env: str,
-    image: ImageRef,
+    image: Reference,
     out_dir: Path,
     *,
     kubectl: str = "kubectl",
@@ -423,17 +384,17 @@ def overlay_namespace(
     return str(deployments[0].get("metadata", {}).get("namespace", "default"))
 
 
-def image_for(image: str | None, record_path: Path, *, runner: Runner = run) -> ImageRef:
+def image_for(image: str | None, record_path: Path, *, lookup: Lookup | None = None) -> Reference:
     """``--image`` (a tag is resolved to its digest), else the pushed digest the build record
     at ``record_path`` holds."""
     from pipeline.build.record import BuildRecord
 
     if image:
-        return resolve_digest(image, runner=runner)
+        return resolve_digest(image, lookup=lookup)
     record = BuildRecord.read(record_path)
     if not (record.pushed and record.digest):
         raise UsageError(
             f"{record_path} records no pushed digest",
             hint="push the image (invoke docker.publish) or pass --image REF",
         )
-    return resolve_digest(f"{record.image}@{record.digest}", runner=runner)
+    return resolve_digest(f"{record.image}@{record.digest}", lookup=lookup)

@@ -8,7 +8,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from pipeline.errors import RegistryError
+from pipeline.errors import RegistryError, UsageError
 
 DOCKER_HUB = "docker.io"
 
@@ -46,6 +46,13 @@ class Reference:
             text += f"@{self.digest}"
         return text
 
+    @property
+    def pinned(self) -> str:
+        """``host/repository@digest``: what a deployment runs."""
+        if not self.digest:
+            raise UsageError(f"{self.name}: no digest to pin")
+        return f"{self.name}@{self.digest}"
+
     def with_digest(self, digest: str) -> Reference:
         return Reference(self.host, self.repository, "", digest)
 
@@ -69,6 +76,10 @@ def parse_reference(text: str) -> Reference:
     name, colon, tag = path.rpartition(":")
     if not colon or "/" in tag:
         name, tag = path, ""
+    elif not tag:
+        raise RegistryError(f"{text!r}: empty tag")
+    if not name or name.startswith("/") or name.endswith("/") or "//" in name:
+        raise RegistryError(f"{text!r}: no repository name", hint="use HOST/NAME[:TAG]")
     if host == DOCKER_HUB and "/" not in name:
         name = f"library/{name}"
     if not name or name != name.lower() or not re.fullmatch(r"[a-z0-9._/-]+", name):

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.build.record import BuildRecord
-from pipeline.errors import CommandError, RegistryError, UsageError
+from pipeline.engine.imagetools import imagetools_composer
+from pipeline.errors import RegistryError, UsageError
 from pipeline.gitref import ReleaseContext
 from pipeline.oci.labels import LABEL, ImageTags
 from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
 from pipeline.oci.platform import platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
-from pipeline.proc import run
 from pipeline.registry.client import NotFoundError, RegistryClient
 from pipeline.release.push import (
     Log,
@@ -148,28 +148,6 @@ def record_for(
 
 
 # --- I/O ---
-
-
-def imagetools_composer(timeout: float | None = 300) -> Composer:
-    """``docker buildx imagetools create --dry-run SOURCE...``: the index it would push."""
-
-    def compose(sources: Sequence[str]) -> bytes:
-        try:
-            done = run(
-                ["docker", "buildx", "imagetools", "create", "--dry-run", *sources],
-                timeout=timeout,
-                error=RegistryError,
-                what="docker buildx imagetools create",
-                hint="check that every digest is in the registry and readable",
-            )
-        except CommandError as exc:
-            raise RegistryError(
-                exc.message, argv=exc.argv, stderr=exc.stderr, hint=exc.hint
-            ) from None
-        text = done.stdout
-        return (text[:-1] if text.endswith("\n") else text).encode()
-
-    return compose
 
 
 @dataclass

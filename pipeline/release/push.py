@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.build.record import BuildRecord
-from pipeline.errors import CommandError, EngineError, RegistryError
+from pipeline.engine.transfer import DockerRunner, docker_cli
+from pipeline.errors import EngineError, RegistryError
 from pipeline.oci.manifest import Manifest
 from pipeline.oci.platform import platform_of
 from pipeline.oci.reference import parse_reference
-from pipeline.proc import run
 from pipeline.registry.client import (
     Credentials,
     RegistryClient,
@@ -39,7 +39,6 @@ from pipeline.registry.client import (
     call_with_retry,
     client_for,
     credentials_for,
-    is_transient,
     retry_policy,
 )
 from pipeline.release.tags import SemVer, highest_stable
@@ -152,34 +151,6 @@ class PushResult:
     duration_s: float = 0.0
 
 
-DockerRunner = Callable[[Sequence[str], str | None], None]
-
-
-def docker_cli(timeout: float | None = None) -> DockerRunner:
-    """Run the docker CLI (stdin for secrets); failures raise ``RegistryError``, transient
-    ones ``TransientRegistryError`` (classified from stderr)."""
-
-    def runner(argv: Sequence[str], stdin: str | None) -> None:
-        try:
-            run(["docker", *argv], input=stdin, timeout=timeout, error=RegistryError)
-        except CommandError as exc:
-            text = exc.stderr or exc.message
-            kind = TransientRegistryError if is_transient(text) else RegistryError
-            raise kind(
-                f"docker {argv[0]} failed",
-                argv=exc.argv,
-                returncode=exc.returncode,
-                stderr=_redact(exc.stderr),
-                hint=exc.hint,
-            ) from None
-
-    return runner
-
-
-def _redact(text: str) -> str:
-    return re.sub(r"(?i)(password|token|secret)=\S+", r"\1=***", text)
-
-
 def login(
     host: str,
     credentials: Credentials | None,
@@ -235,7 +206,7 @@ def push(
     repo = ref.repository
     if not record.tags:
         raise RegistryError(f"the build record of {record.image} has no tags", hint="rebuild")
-    from pipeline.engine.client import local_digest
+    from pipeline.engine import local_digest
 
     local = local_digest(record.reference, inspect)
     fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
@@ -327,7 +298,7 @@ def same_image(
 
 
 def _local_images(reference: str) -> Mapping[str, str]:
-    from pipeline.engine import client as engine
+    from pipeline import engine
 
     try:
         return engine.local_images(reference)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline import engine
 from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
-from pipeline.engine import client as engine
 from pipeline.errors import ScannerError, UsageError
 from pipeline.github import append_summary, write_outputs
 from pipeline.oci.platform import pick_platform
@@ -131,7 +131,7 @@ def run_scan(
         result = scan_image(
             record.reference,
             policy,
-            source="docker",
+            source="local",
             digest=record.digest,
             platform=pick_platform(record.platforms, host),
             dockerfile=dockerfile,
@@ -165,7 +165,7 @@ def scan_image(
     ignores: Sequence[IgnoreEntry] = (),
     today: dt.date,
     platform: str = "",
-    source: Literal["docker", "remote"] = "docker",
+    source: Literal["local", "remote"] = "local",
     insecure: bool = False,
     digest: str = "",
     dockerfile: Path | None = None,
@@ -173,7 +173,7 @@ def scan_image(
     hadolint_bin: str = "hadolint",
     now: str = "",
 ) -> ScanResult:
-    """Scan one image (``ref``: a local image for ``source="docker"``, ``repo@sha256:...`` for
+    """Scan one image (``ref``: a local image for ``source="local"``, ``repo@sha256:...`` for
     ``"remote"``) and judge it. With a ``dockerfile`` the config and dockerfile scanners lint it;
     without one the config scanner checks the image's own configuration and there is no
     dockerfile scanner. Raw reports and the SBOM land in ``output_dir``."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.engine.cli import DOCKER
 from pipeline.errors import ScannerError
 from pipeline.proc import run
 
@@ -39,7 +40,7 @@ _NOISE = re.compile(r"^(Fatal error\s*)?(((run|init|DB|database) error):\s*)*")
 
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT")
 
-ImageSourceKind = Literal["docker", "archive", "remote"]
+ImageSourceKind = Literal["local", "archive", "remote"]
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def trivy_reason(stderr: str) -> str:
 
 @dataclass(frozen=True)
 class ImageSource:
-    """Where Trivy reads the image: the local Docker store (``docker``), an image archive
+    """Where Trivy reads the image: the engine's local store (``local``), an image archive
     (``archive``: ``ref`` is the tar path) or a registry (``remote``, by digest)."""
 
     kind: ImageSourceKind
@@ -229,7 +230,8 @@ class ImageSource:
         if self.kind == "archive":
             argv += ["--input", self.ref]
         else:
-            argv += ["--image-src", self.kind]
+            # Trivy names the local store after the engine.
+            argv += ["--image-src", DOCKER if self.kind == "local" else self.kind]
         if self.platform:
             argv += ["--platform", self.platform]
         if self.insecure:

@@ -1,0 +1,41 @@
+"""Images between the local store and a registry through the docker CLI: ``login`` (the
+password on stdin, never argv), ``tag``, ``push``, ``image rm``. Failures become
+``RegistryError``; transient ones (classified from stderr) ``TransientRegistryError``, which the
+caller retries."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from pipeline.engine.cli import docker_argv
+from pipeline.errors import CommandError, RegistryError
+from pipeline.proc import run
+from pipeline.registry.client import TransientRegistryError, is_transient
+
+DockerRunner = Callable[[Sequence[str], str | None], None]
+
+
+def docker_cli(timeout: float | None = None) -> DockerRunner:
+    """Run the docker CLI (stdin for secrets); failures raise ``RegistryError``, transient
+    ones ``TransientRegistryError`` (classified from stderr)."""
+
+    def runner(argv: Sequence[str], stdin: str | None) -> None:
+        try:
+            run(docker_argv(*argv), input=stdin, timeout=timeout, error=RegistryError)
+        except CommandError as exc:
+            text = exc.stderr or exc.message
+            kind = TransientRegistryError if is_transient(text) else RegistryError
+            raise kind(
+                f"docker {argv[0]} failed",
+                argv=exc.argv,
+                returncode=exc.returncode,
+                stderr=_redact(exc.stderr),
+                hint=exc.hint,
+            ) from None
+
+    return runner
+
+
+def _redact(text: str) -> str:
+    return re.sub(r"(?i)(password|token|secret)=\S+", r"\1=***", text)
