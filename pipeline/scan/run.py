@@ -82,7 +82,7 @@ def run_scan(
         raise UsageError(f"--format {request.format!r}: expected text, json or github")
     if request.format == "github" and not environ.get("GITHUB_OUTPUT"):
         raise UsageError("--format github: GITHUB_OUTPUT is not set")
-    conf = sc.scan_settings(settings.extra)
+    conf = sc.scan_settings(settings.extra, ci=environ.get("GITHUB_ACTIONS") == "true")
     available = ("vuln", "secret", "config", "sbom") if request.remote else SCANNERS
     require = request.require if request.require is not None else conf["require"]
     policy = sc.Policy(
