@@ -277,6 +277,8 @@ def docker_test(c: Context, record: str | None = None, arm64: bool = True) -> No
         "pr": "pull request number (implies --event pull_request)",
         "image": "image name, e.g. ghcr.io/acme/api-gateway (default: [tool.pipeline] image)",
         "record": "build record to write (default: [tool.pipeline] record)",
+        "moving_tags": "also write the moving tags (latest, 1.2, 1, develop...; default: yes); "
+        "--no-moving-tags writes only the immutable and unique tags: sign, then docker.tag-moving",
     },
     iterable=["digest", "platform"],
 )
@@ -291,6 +293,7 @@ def docker_merge(
     pr: int | None = None,
     image: str | None = None,
     record: str | None = None,
+    moving_tags: bool = True,
 ) -> None:
     """Merge per-platform digests into ONE tagged index (release tags immutable, moving last)."""
     from datetime import UTC, datetime
@@ -328,6 +331,7 @@ def docker_merge(
             record_path=ROOT / (record or config.record),
             expected=expected,
             latest_policy=config.tags.latest,
+            moving=moving_tags,
         )
         print(f"digest={merged.digest}")
         print(f"tags={','.join(merged.extra['push']['tags'])}")
@@ -350,6 +354,59 @@ def docker_merge(
 docker.add_task(docker_build)
 docker.add_task(docker_test)
 docker.add_task(docker_merge)
+
+
+@task(
+    name="tag-moving",
+    help={
+        "digest": "the signed index, sha256:... (docker.merge --no-moving-tags printed it)",
+        "ref": "git ref to tag for: refs/heads/NAME, refs/tags/vX.Y.Z (a short name is a branch)",
+        "sha": "commit SHA (default: HEAD, or GITHUB_SHA in Actions)",
+        "event": "GitHub event: push, pull_request, workflow_dispatch, schedule or local",
+        "pr": "pull request number (implies --event pull_request)",
+        "image": "image name, e.g. ghcr.io/acme/api-gateway (default: [tool.pipeline] image)",
+    },
+)
+def docker_tag_moving(
+    c: Context,
+    digest: str = "",
+    ref: str | None = None,
+    sha: str | None = None,
+    event: str | None = None,
+    pr: int | None = None,
+    image: str | None = None,
+) -> None:
+    """Write this ref's moving tags onto a digest, only once its cosign signature verifies."""
+    from pipeline.oci.reference import parse_reference
+    from pipeline.release.merge import record_for
+    from pipeline.release.moving import tag_moving
+    from pipeline.release.tags import image_tags
+
+    with edge():
+        config = settings(c, image=image)
+        context, computed = image_tags(
+            os.environ,
+            Path.cwd(),
+            config,
+            event=event,
+            ref=ref,
+            sha=sha,
+            pr=int(pr) if pr is not None else None,
+        )
+        planned = record_for(computed, context, list(config.platforms))
+        host = parse_reference(planned.image).host
+        result = tag_moving(
+            planned,
+            digest,
+            _client(host, config),
+            verified=_verifier(),
+            latest_policy=config.tags.latest,
+        )
+        print(f"digest={result.digest}")
+        print(f"tags={','.join(result.tags)}")
+
+
+docker.add_task(docker_tag_moving)
 
 # --- docker: scan (docker.scan, docker.rescan) ---
 

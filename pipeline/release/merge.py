@@ -166,6 +166,7 @@ def merge(
     latest_policy: str = "branch",
     before_moving: Callable[[str], None] | None = None,
     log: Log = print,
+    moving: bool = True,
 ) -> MergeResult:
     """Join the per-platform ``sources`` (digests in ``record.image``'s repository) into one
     index tagged with the record's tags; see the module docstring for the order."""
@@ -234,12 +235,15 @@ def merge(
         before_moving(stored.digest)
     for tag, reason in plan.held:
         log(f"not moving {tag}: {reason}")
-    written += _write(client, repo, stored, plan.moving, log)
+    later = () if moving else plan.moving
+    if later:
+        log(f"not moving {', '.join(later)} yet: `docker.tag-moving` writes them once signed")
+    written += _write(client, repo, stored, plan.moving if moving else (), log)
     result = PushResult(
         image=record.image,
         digest=stored.digest,
         platforms=platforms,
-        tags=[*plan.unchanged, *plan.fixed, *plan.moving],
+        tags=[*plan.unchanged, *plan.fixed, *(plan.moving if moving else ())],
         written=written,
         unchanged=list(plan.unchanged),
         held=list(plan.held),
@@ -273,8 +277,10 @@ def merge_to_record(
     latest_policy: str = "branch",
     compose: Composer | None = None,
     log: Log = print,
+    moving: bool = True,
 ) -> BuildRecord:
-    """``merge``, then write the record of the index to ``record_path``."""
+    """``merge``, then write the record of the index to ``record_path``; ``moving=False``
+    writes the immutable and unique tags only (``docker.tag-moving`` does the rest)."""
     result = merge(
         record,
         sources,
@@ -283,6 +289,7 @@ def merge_to_record(
         expected=expected,
         latest_policy=latest_policy,
         log=log,
+        moving=moving,
     )
     repo = parse_reference(record.image).repository
     labels: dict[str, Any] = {}

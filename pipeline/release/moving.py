@@ -1,0 +1,70 @@
+"""``docker.tag-moving``: the moving tags (``latest``, ``1.2``, ``1``, ``develop``...) of a ref,
+written onto ONE digest only once its cosign signature verifies.
+
+The per-platform path is ``docker.merge --no-moving-tags`` (immutable and unique tags only,
+``digest=...``), ``docker.sign --ref IMAGE@DIGEST``, then ``docker.tag-moving --digest DIGEST``:
+if signing fails, no moving tag ever points at the unsigned index. The checks, in order, before
+anything is written: a digest (else exit 2), in the repository, signed, and not another image
+than the one the ref's immutable release tags already hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.build.record import BuildRecord
+from pipeline.errors import RegistryError, UsageError
+from pipeline.oci.reference import Reference, is_digest, parse_reference
+from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.release.push import Log, _refuse_conflicts, _write, plan_tags
+from pipeline.release.sign import UnsignedError
+
+Verified = Callable[[Reference], bool]
+
+
+@dataclass(frozen=True)
+class MovingResult:
+    digest: str
+    tags: tuple[str, ...]
+    written: tuple[str, ...]
+    held: tuple[tuple[str, str], ...] = ()
+
+
+def tag_moving(
+    record: BuildRecord,
+    digest: str,
+    client: RegistryClient,
+    *,
+    verified: Verified,
+    latest_policy: str = "branch",
+    log: Log = print,
+) -> MovingResult:
+    """Write ``record``'s moving tags onto ``digest``; see the module docstring."""
+    if not is_digest(digest):
+        raise UsageError(f"--digest {digest!r}: expected sha256: and 64 hex digits")
+    ref = parse_reference(record.image)
+    repo = ref.repository
+    try:
+        manifest = client.manifest(repo, digest)
+    except NotFoundError:
+        raise RegistryError(
+            f"{record.image}@{digest} is not in {ref.name}: no moving tag written",
+            hint="merge it first: `invoke docker.merge --no-moving-tags`",
+        ) from None
+    pinned = ref.with_digest(digest)
+    if not verified(pinned):
+        raise UnsignedError(
+            f"{pinned} is not signed: no moving tag written",
+            hint=f"sign it first: `invoke docker.sign --ref {pinned}`",
+        )
+    existing = {tag: client.digest(repo, tag) for tag in record.immutable}
+    released = client.tags(repo) if record.immutable else []
+    plan = plan_tags(record, digest, existing, latest_policy=latest_policy, released=released)
+    _refuse_conflicts(record, plan.conflicts)
+    for tag, reason in plan.held:
+        log(f"not moving {tag}: {reason}")
+    current = {tag: client.digest(repo, tag) for tag in plan.moving}
+    todo = tuple(tag for tag in plan.moving if current[tag] != digest)
+    written = _write(client, repo, manifest, todo, log)
+    return MovingResult(digest, plan.moving, tuple(written), plan.held)
