@@ -14,7 +14,7 @@ from fixtures_ghcr import Remote
 from ghcr_model import GhcrModel
 
 from pipeline.errors import UsageError
-from pipeline.registry.client import RetryPolicy
+from pipeline.registry.retry import RetryPolicy
 from pipeline.release.prune import Kind, Retention, classify, created_at, plan
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,14 +16,9 @@ from faultproxy import FaultProxy, build_image, remove_images
 from pipeline.build.record import BuildRecord
 from pipeline.engine.transfer import docker_cli
 from pipeline.oci.reference import parse_reference
-from pipeline.registry.client import (
-    Credentials,
-    RegistryClient,
-    RegistryError,
-    RetryPolicy,
-    TransientRegistryError,
-    is_transient,
-)
+from pipeline.registry.auth import Credentials
+from pipeline.registry.client import RegistryClient, RegistryError
+from pipeline.registry.retry import RetryPolicy, TransientRegistryError, is_transient
 from pipeline.release.push import (
     TagConflictError,
     login,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pipeline.engine.cli import docker_argv
 from pipeline.errors import CommandError, RegistryError
 from pipeline.proc import run
-from pipeline.registry.client import TransientRegistryError, is_transient
+from pipeline.registry.retry import TransientRegistryError, is_transient
 
 DockerRunner = Callable[[Sequence[str], str | None], None]
 

@@ -30,15 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import ConfigError, RegistryError, UsageError
-from pipeline.registry.client import (
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.retry import (
     TRANSIENT_STATUS,
-    AuthError,
-    NotFoundError,
-    RegistryClient,
     RetryPolicy,
     TransientRegistryError,
     call_with_retry,
 )
+from pipeline.registry.transport import AuthError, NotFoundError
 
 GITHUB_API = "https://api.github.com"
 GHCR = "ghcr.io"

@@ -34,7 +34,8 @@ from pipeline.oci.labels import LABEL, ImageTags
 from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
 from pipeline.oci.platform import platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
-from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.transport import NotFoundError
 from pipeline.release.push import (
     Log,
     PushResult,

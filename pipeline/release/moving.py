@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pipeline.build.record import BuildRecord
 from pipeline.errors import RegistryError, UsageError
 from pipeline.oci.reference import Reference, is_digest, parse_reference
-from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.transport import NotFoundError
 from pipeline.release.push import Log, _refuse_conflicts, _write, plan_tags
 from pipeline.release.sign import UnsignedError
 

@@ -31,14 +31,12 @@ from pipeline.errors import EngineError, RegistryError
 from pipeline.oci.manifest import Manifest
 from pipeline.oci.platform import platform_of
 from pipeline.oci.reference import parse_reference
-from pipeline.registry.client import (
-    Credentials,
-    RegistryClient,
+from pipeline.registry.auth import Credentials, credentials_for
+from pipeline.registry.client import RegistryClient, client_for
+from pipeline.registry.retry import (
     RetryPolicy,
     TransientRegistryError,
     call_with_retry,
-    client_for,
-    credentials_for,
     retry_policy,
 )
 from pipeline.release.tags import SemVer, highest_stable
