@@ -55,7 +55,7 @@ class Remote:
 def docker_config(tmp_path: Path) -> Path:
     """An empty Docker client config dir (logins land here, not in ~/.docker)."""
     path = tmp_path / "docker-config"
-    path.mkdir(exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
     home = Path.home() / ".docker" / "buildx"
     if home.is_dir() and not (path / "buildx").exists():
         (path / "buildx").symlink_to(home)
