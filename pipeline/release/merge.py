@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +36,8 @@ from pipeline.oci.platform import platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.transport import NotFoundError
-from pipeline.release.push import (
-    Log,
-    PushResult,
-    _platforms,
-    _refuse_conflicts,
-    _write,
-    plan_tags,
-    same_image,
-    staging_tag,
-    update_record,
-)
+from pipeline.release.push import Log, PushResult, _platforms, same_image, update_record, write_tags
+from pipeline.release.tagplan import plan_tags, refuse_conflicts, staging_tag
 
 # ``IMAGE@DIGEST`` sources in, the index's exact bytes out (``imagetools create --dry-run``).
 Composer = Callable[[Sequence[str]], bytes]
@@ -167,25 +158,51 @@ def merge(
     latest_policy: str = "branch",
     before_moving: Callable[[str], None] | None = None,
     log: Log = print,
-    moving: bool = True,
 ) -> MergeResult:
     """Join the per-platform ``sources`` (digests in ``record.image``'s repository) into one
     index tagged with the record's tags; see the module docstring for the order."""
     started = time.monotonic()
     ref = parse_reference(record.image)
-    repo = ref.repository
     if not record.tags:
         raise RegistryError(f"no tags to write for {record.image}", hint="check --ref/--event")
+    _check_sources(record, sources, client, expected)
+    index = index_manifest(compose([f"{ref.name}@{d}" for d in sources]))
+    stored = _stage(record, client, index, len(sources), log)
+    platforms = stored.platforms()
+    missing = missing_platforms(expected, platforms)
+    if missing:
+        raise RegistryError(
+            f"{record.image}@{stored.digest} lacks platform(s) {', '.join(missing)} "
+            f"(has {', '.join(platforms) or 'none'}); no other tag was written",
+        )
+    result = write_tags(
+        record,
+        client,
+        stored,
+        platforms,
+        latest_policy=latest_policy,
+        before_moving=before_moving,
+        log=log,
+        started=started,
+    )
+    return MergeResult(push=result, sources=tuple(sources))
+
+
+def _check_sources(
+    record: BuildRecord, sources: Sequence[str], client: RegistryClient, expected: Sequence[str]
+) -> None:
+    """Every source is in the repository, one per platform, and they cover ``expected``."""
+    ref = parse_reference(record.image)
     by_source: dict[str, list[str]] = {}
     for digest in sources:
         try:
-            manifest = client.manifest(repo, digest)
+            manifest = client.manifest(ref.repository, digest)
         except NotFoundError:
             raise RegistryError(
                 f"{record.image}@{digest} is not in {ref.name}: nothing was tagged",
                 hint="push it first: `invoke docker.build --push --push-by-digest --platform P`",
             ) from None
-        by_source[digest] = _platforms(client, repo, manifest)
+        by_source[digest] = _platforms(client, ref.repository, manifest)
     found = covered_platforms(by_source, record.image)
     missing = missing_platforms(expected, found)
     if missing:
@@ -194,64 +211,44 @@ def merge(
             "nothing was tagged",
             hint="wait for (or re-run) the build of every platform, or pass --platform",
         )
-    index = index_manifest(compose([f"{ref.name}@{d}" for d in sources]))
+
+
+def _stage(
+    record: BuildRecord, client: RegistryClient, index: Manifest, count: int, log: Log
+) -> Manifest:
+    """The index as the registry stores it: the one a release tag already holds when it is
+    the same image (a re-run), else the new index under the staging tag."""
+    ref = parse_reference(record.image)
+    repo = ref.repository
     fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
     existing = {tag: client.digest(repo, tag) for tag in fixed}
     same = same_image(record, client, existing, index.digest, lambda _: index.images())
-    _refuse_conflicts(record, plan_tags(record, same or index.digest, existing).conflicts)
-    stage = staging_tag(record)
+    refuse_conflicts(record, plan_tags(record, same or index.digest, existing).conflicts)
     if same:
         held_by = next(tag for tag in fixed if existing.get(tag) == same)
         log(
             f"{ref.name}:{held_by} already holds this image ({same}: the same platform "
             "manifests, only the builds' provenance differs): keeping it"
         )
-        stored = client.manifest(repo, same)
-    else:
-        if existing.get(stage) != index.digest:
-            client.put_manifest(repo, stage, index)
-            log(f"created {ref.name}:{stage} -> {index.digest} from {len(sources)} image(s)")
-        stored = client.manifest(repo, stage)
-    if not same and stored.digest != index.digest:
+        return client.manifest(repo, same)
+    stage = staging_tag(record)
+    client.put_manifest(repo, stage, index)
+    log(f"created {ref.name}:{stage} -> {index.digest} from {count} image(s)")
+    stored = client.manifest(repo, stage)
+    if stored.digest != index.digest:
         raise RegistryError(
             f"{ref.name}:{stage} is at {stored.digest}, not the index {index.digest}: "
             "another run moved it; no other tag was written",
             hint="re-run the merge",
         )
-    platforms = stored.platforms()
-    missing = missing_platforms(expected, platforms)
-    if missing:
-        raise RegistryError(
-            f"{record.image}@{stored.digest} lacks platform(s) {', '.join(missing)} "
-            f"(has {', '.join(platforms) or 'none'}); no other tag was written",
-        )
-    existing = {tag: client.digest(repo, tag) for tag in fixed}
-    released = client.tags(repo) if record.immutable else []
-    plan = plan_tags(
-        record, stored.digest, existing, latest_policy=latest_policy, released=released
-    )
-    _refuse_conflicts(record, plan.conflicts)
-    written = _write(client, repo, stored, plan.fixed, log)
-    if before_moving is not None:
-        before_moving(stored.digest)
-    for tag, reason in plan.held:
-        log(f"not moving {tag}: {reason}")
-    later = () if moving else plan.moving
-    if later:
-        log(f"not moving {', '.join(later)} yet: `docker.tag-moving` writes them once signed")
-    written += _write(client, repo, stored, plan.moving if moving else (), log)
-    result = PushResult(
-        image=record.image,
-        digest=stored.digest,
-        platforms=platforms,
-        tags=[*plan.unchanged, *plan.fixed, *(plan.moving if moving else ())],
-        written=written,
-        unchanged=list(plan.unchanged),
-        held=list(plan.held),
-        attestations=len(stored.attestations()),
-        duration_s=round(time.monotonic() - started, 2),
-    )
-    return MergeResult(push=result, sources=tuple(sources))
+    return stored
+
+
+def fixed_only(record: BuildRecord) -> tuple[BuildRecord, list[str]]:
+    """The record without its moving tags (``latest``, ``1.2``, ``develop``...), and those."""
+    fixed = {*record.immutable, *record.unique}
+    later = [t for t in record.tags if t not in fixed]
+    return replace(record, tags=[t for t in record.tags if t in fixed], latest=False), later
 
 
 def merged_record(
@@ -281,17 +278,20 @@ def merge_to_record(
     moving: bool = True,
 ) -> BuildRecord:
     """``merge``, then write the record of the index to ``record_path``; ``moving=False``
-    writes the immutable and unique tags only (``docker.tag-moving`` does the rest)."""
+    (``--no-moving-tags``) writes the immutable and unique tags only: ``docker.tag-moving``
+    writes the rest once the index is signed."""
+    tagged, later = (record, []) if moving else fixed_only(record)
     result = merge(
-        record,
+        tagged,
         sources,
         client,
         compose=compose or imagetools_composer(),
         expected=expected,
-        latest_policy=latest_policy,
+        latest_policy=latest_policy if moving else "branch",
         log=log,
-        moving=moving,
     )
+    if later:
+        log(f"not moving {', '.join(later)} yet: `docker.tag-moving` writes them once signed")
     repo = parse_reference(record.image).repository
     labels: dict[str, Any] = {}
     try:

@@ -18,10 +18,11 @@ from pipeline.errors import RegistryError, UsageError
 from pipeline.oci.reference import Reference, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.transport import NotFoundError
-from pipeline.release.push import Log, _refuse_conflicts, _write, plan_tags
 from pipeline.release.sign import UnsignedError
+from pipeline.release.tagplan import plan_tags, refuse_conflicts
 
 Verified = Callable[[Reference], bool]
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,12 @@ def tag_moving(
     existing = {tag: client.digest(repo, tag) for tag in record.immutable}
     released = client.tags(repo) if record.immutable else []
     plan = plan_tags(record, digest, existing, latest_policy=latest_policy, released=released)
-    _refuse_conflicts(record, plan.conflicts)
+    refuse_conflicts(record, plan.conflicts)
     for tag, reason in plan.held:
         log(f"not moving {tag}: {reason}")
     current = {tag: client.digest(repo, tag) for tag in plan.moving}
     todo = tuple(tag for tag in plan.moving if current[tag] != digest)
-    written = _write(client, repo, manifest, todo, log)
-    return MovingResult(digest, plan.moving, tuple(written), plan.held)
+    for tag in todo:
+        client.put_manifest(repo, tag, manifest)
+        log(f"tagged {client.host}/{repo}:{tag} -> {digest}")
+    return MovingResult(digest, plan.moving, todo, plan.held)

@@ -22,7 +22,7 @@ from pipeline.errors import EngineError
 
 pytest_plugins = ["fixtures_image"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = "127.0.0.1:5000"
 BASE_IN_MIRROR = f"{REGISTRY}/library/python:3.11-slim"
 

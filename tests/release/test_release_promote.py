@@ -31,7 +31,7 @@ from pipeline.release.promote import (
 )
 from pipeline.release.sign import UnsignedError, config_from_env, sign
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=3, max_seconds=10, initial=0.01, max_wait=0.05, jitter=0.01)
 A, B, C = ("sha256:" + x * 64 for x in "abc")
 T0 = datetime(2026, 11, 29, 17, 0, 0, tzinfo=UTC)

@@ -22,7 +22,7 @@ from pipeline.release.publish import PublishPlan, PublishRequest, StepFactory, p
 from pipeline.release.steps import Step, Summary, plan_steps, run_steps, should_push
 from pipeline.release.summary import markdown, outputs, scan_counts, scan_text, text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "d" * 64
 
 

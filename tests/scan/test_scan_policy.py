@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import shutil
 import string
 import subprocess
 import sys
@@ -786,8 +785,3 @@ def test_docker_rescan_of_the_projects_image_passes(
     doc = json.loads(done.stdout)
     assert doc["result"] == "passed"
     assert doc["states"] == dict.fromkeys(("vuln", "secret", "config", "sbom"), "passed")
-
-
-def test_trivy_is_installed_where_the_tasks_look_for_it() -> None:
-    assert shutil.which(TRIVY) is not None
-    assert shutil.which(HADOLINT) is not None

@@ -20,17 +20,10 @@ from pipeline.oci.reference import parse_reference
 from pipeline.registry.auth import Credentials
 from pipeline.registry.client import RegistryClient, RegistryError
 from pipeline.registry.retry import RetryPolicy, TransientRegistryError, is_transient
-from pipeline.release.push import (
-    TagConflictError,
-    login,
-    moving_tags,
-    plan_tags,
-    push,
-    staging_tag,
-    update_record,
-)
+from pipeline.release.push import login, push, update_record
+from pipeline.release.tagplan import TagConflictError, moving_tags, plan_tags, staging_tag
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=4, max_seconds=20, initial=0.05, max_wait=0.2, jitter=0.05)
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

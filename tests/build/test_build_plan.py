@@ -34,7 +34,7 @@ from pipeline.config import Settings
 from pipeline.errors import UsageError
 from pipeline.oci.labels import ImageTags
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(image="ghcr.io/acme/api-gateway", platforms=("linux/amd64", "linux/arm64"))
 PLATFORMS = ["linux/amd64", "linux/arm64"]
 BASE = BaseImage("docker.io/library/python:3.11-slim", "sha256:" + "ab" * 32)

@@ -40,10 +40,10 @@ from pipeline.release.merge import (
     read_digests_dir,
     record_for,
 )
-from pipeline.release.push import TagConflictError
+from pipeline.release.tagplan import TagConflictError
 from pipeline.release.tags import compute_tags
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(image="ghcr.io/acme/api-gateway", platforms=("linux/amd64", "linux/arm64"))
 BASE = BaseImage("docker.io/library/python:3.11-slim", "sha256:" + "ab" * 32)
 TAGS = ImageTags(

@@ -18,7 +18,7 @@ from pipeline.release.merge import record_for
 from pipeline.release.moving import tag_moving
 from pipeline.release.tags import compute_tags
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHA = "0123456" + "0" * 33
 
 
@@ -75,8 +75,8 @@ def test_moving_tags_are_never_seen_on_an_unsigned_digest_even_when_signing_fail
     assert merged.returncode == 0, merged.stderr
     lines = merged.stdout.splitlines()
     digest = next(line for line in lines if line.startswith("digest="))[len("digest=") :]
-    assert lines[-4:] == [
-        "not moving latest yet: `docker.tag-moving` writes them once signed",
+    assert "not moving latest yet: `docker.tag-moving` writes them once signed" in lines
+    assert lines[-3:] == [
         f"digest={digest}",
         "tags=main-0123456",
         "platforms=linux/amd64,linux/arm64",

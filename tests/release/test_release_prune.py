@@ -17,7 +17,7 @@ from pipeline.errors import UsageError
 from pipeline.registry.retry import RetryPolicy
 from pipeline.release.prune import Kind, Retention, classify, created_at, plan
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 FAST = RetryPolicy(attempts=3, max_seconds=10, initial=0.01, max_wait=0.05, jitter=0.01)
 

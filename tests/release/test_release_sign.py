@@ -25,7 +25,7 @@ from pipeline.release.sign import (
     verify_argv,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "c" * 64
 PEM = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nabc\n-----END ...-----\n"
 

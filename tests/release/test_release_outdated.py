@@ -23,7 +23,7 @@ from pipeline.release.outdated import (
     base_reference,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 

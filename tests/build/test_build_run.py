@@ -16,7 +16,7 @@ from pipeline.errors import EngineError
 from pipeline.history import store as history
 from pipeline.release.tags import image_tags
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHA = "6f3e8fa" + "0" * 33
 
 
