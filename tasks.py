@@ -696,7 +696,7 @@ def registry_prune(
     """Delete old branch/PR images from the registry; releases and environments stay."""
     from datetime import UTC, datetime
 
-    from pipeline.registry.ghcr import deleter_for, describe
+    from pipeline.registry.ghcr import deleter_for, describe, registry_api
     from pipeline.release.promote import environments
     from pipeline.release.prune import Retention, execute, gather, plan
 
@@ -705,7 +705,7 @@ def registry_prune(
         target = _image_ref(s, image)
         retention = Retention(int(keep), int(days), environments(s.extra.get("environments")))
         client = _client(target.host, s)
-        api = str(s.extra.get("registry_api", ""))
+        api = registry_api(target.host, str(s.extra.get("registry_api", "")))
         delete = None
         if yes:  # the dry run plans the same on every registry; deleting needs the path
             api, delete = deleter_for(

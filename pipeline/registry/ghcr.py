@@ -164,6 +164,7 @@ class PackagesClient:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     send: Sender = field(default_factory=lambda: urllib_sender(30.0))
     kind: str = ""  # orgs or users; found out on first use when empty
+    per_page: int = 100  # GitHub's maximum
 
     def versions(self) -> list[Version]:
         """Every version of the package (pages followed)."""
@@ -189,7 +190,8 @@ class PackagesClient:
         self._call("DELETE", self.api + path, f"delete version {version} of {self.package}")
 
     def _list(self, kind: str) -> list[Version]:
-        url: str | None = f"{self.api}{versions_path(kind, self.owner, self.package)}?per_page=100"
+        path = versions_path(kind, self.owner, self.package)
+        url: str | None = f"{self.api}{path}?per_page={self.per_page}"
         found: list[Version] = []
         while url:
             _, headers, body = self._call("GET", url, f"list the versions of {self.package}")

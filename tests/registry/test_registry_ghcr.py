@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
+from faultproxy import push_image
+from fixtures_ghcr import docker_config, docker_login
 from ghcr_model import GhcrModel
 
 from pipeline.errors import ConfigError, RegistryError, UsageError
@@ -325,3 +329,26 @@ def test_the_model_answers_the_packages_api_with_githubs_error_shapes(ghcr: Ghcr
             "documentation_url": "https://docs.github.com/rest/packages/packages",
         },
     )
+
+
+@pytest.mark.engine
+def test_a_user_owned_package_is_listed_page_by_page_and_deleted_by_digest_through_the_model(
+    ghcr: GhcrModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ghcr.owner_kind = "users"
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path)))
+    docker_login(ghcr, dict(os.environ))
+    package = f"nested/gw-{os.getpid()}"
+    digest = push_image(f"{ghcr.host}/test/{package}:main-0000001", tmp_path)
+    packages = PackagesClient(ghcr.api_url, ghcr.token, "test", package, retry=FAST, per_page=1)
+    versions = packages.versions()
+    assert packages.kind == "users"
+    client = RegistryClient(ghcr.host, retry=FAST, credentials=Credentials(ghcr.user, ghcr.token))
+    index = client.manifest(f"test/{package}", digest).json()
+    children = {str(m["digest"]) for m in index["manifests"]}
+    assert sorted(v.name for v in versions) == sorted({digest, *children})
+    assert [v.tags for v in versions if v.name == digest] == [("main-0000001",)]
+    assert any("/users/test/packages/container/nested%2Fgw-" in p for _, p in ghcr.requests)
+    packages_deleter(packages)(digest)
+    assert client.digest(f"test/{package}", "main-0000001") is None
+    assert (ghcr.v2_deletes, len(ghcr.api_deletes)) == (0, 1)
