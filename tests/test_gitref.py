@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ContextError, UsageError
-from pipeline.gitref import ReleaseContext, resolve
+from pipeline.gitref import RefFlags, ReleaseContext, resolve
 
 EVENTS = Path(__file__).parent / "fixtures" / "github"
 
@@ -161,7 +161,7 @@ def test_a_directory_outside_git_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_flags_turn_a_local_build_into_the_event_they_describe(repo: Path) -> None:
-    context = resolve({}, repo, ref="refs/tags/v1.2.3", sha="abcdef0123456")
+    context = resolve({}, repo, RefFlags(ref="refs/tags/v1.2.3", sha="abcdef0123456"))
     assert (context.event, context.tag, context.sha, context.dirty) == (
         "push",
         "v1.2.3",
@@ -171,7 +171,7 @@ def test_flags_turn_a_local_build_into_the_event_they_describe(repo: Path) -> No
 
 
 def test_pr_flag_implies_a_pull_request_event_with_the_sha_as_head(repo: Path) -> None:
-    context = resolve({}, repo, pr=42, sha="a1b2c3d4e5f6")
+    context = resolve({}, repo, RefFlags(pr=42, sha="a1b2c3d4e5f6"))
     assert (context.event, context.pr_number, context.pr_head_sha, context.ref) == (
         "pull_request",
         42,
@@ -181,7 +181,7 @@ def test_pr_flag_implies_a_pull_request_event_with_the_sha_as_head(repo: Path) -
 
 
 def test_flags_alone_work_outside_git(tmp_path: Path) -> None:
-    context = resolve({}, tmp_path, ref="main", sha="0123456789abcdef")
+    context = resolve({}, tmp_path, RefFlags(ref="main", sha="0123456789abcdef"))
     assert (context.event, context.ref, context.sha) == (
         "push",
         "refs/heads/main",
@@ -204,5 +204,5 @@ def test_source_date_epoch_overrides_the_commit_time(repo: Path) -> None:
 )
 def test_bad_flags_are_usage_errors(repo: Path, flags: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError) as caught:
-        resolve({}, repo, **flags)  # type: ignore[arg-type]
+        resolve({}, repo, RefFlags(**flags))  # type: ignore[arg-type]
     assert caught.value.one_line().startswith(message)

@@ -334,3 +334,24 @@ def _container(
         return wrk("gateway-container-1w", f"http://127.0.0.1:{port}/", seconds, connections)
     finally:
         engine.remove_labelled(f"bench={name}")
+
+
+@dataclass(frozen=True)
+class GatewayBench:
+    """The flags of ``bench.gateway``."""
+
+    seconds: float = 5
+    connections: int = 64
+    container: bool = True
+    rounds: int = 3
+
+
+def bench_gateway(request: GatewayBench, record_path: Path) -> str:
+    """``bench.gateway``: every target (the gateway in the recorded image too, unless told
+    not to), as the table of figures and ratios."""
+    from pipeline.bench.figures import format_table
+    from pipeline.build.record import BuildRecord
+
+    image = BuildRecord.read(record_path).reference if request.container else None
+    results = run(request.seconds, request.connections, image, rounds=request.rounds)
+    return format_table(results)

@@ -373,3 +373,10 @@ def _arm64_check(run: _Run, timeout: float) -> None:
         return f"aarch64 under QEMU, healthy after {seconds:.1f}s"
 
     run.attempt("arm64", arm64)
+
+
+def run_record(
+    record_path: Path, *, arm64: bool = True, report: Callable[[str], None] = print
+) -> None:
+    """``docker.test``: the checks on the image of the build record at ``record_path``."""
+    run_checks(BuildRecord.read(record_path), arm64=arm64, report=report)

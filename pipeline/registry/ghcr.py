@@ -246,35 +246,50 @@ def packages_deleter(packages: PackagesClient) -> Callable[[str], None]:
     return delete
 
 
+@dataclass(frozen=True)
+class Deletion:
+    """How ``docker.prune`` deletes on one registry: ``api`` (``ghcr`` or ``registry``), a line
+    saying so, and ``delete(digest)``."""
+
+    api: str
+    describe: str
+    delete: Callable[[str], None]
+
+
 def deleter_for(
     client: RegistryClient,
     repository: str,
     *,
-    setting: str,
     extra: Mapping[str, Any],
     environ: Mapping[str, str],
-) -> tuple[str, Callable[[str], None]]:
-    """The deletion path for ``client.host``: (``ghcr`` or ``registry``, delete(digest)). The
-    Packages API needs ``GITHUB_TOKEN`` (a usage error, exit 2, without it)."""
-    api = registry_api(client.host, setting)
+    deleting: bool = True,
+) -> Deletion:
+    """The deletion path for ``client.host`` (``[tool.pipeline] registry_api``, else by host).
+    The Packages API needs ``GITHUB_TOKEN`` (else ``REGISTRY_PASSWORD``, a GitHub token on
+    ghcr.io): a usage error (exit 2) up front when ``deleting``."""
+    api = registry_api(client.host, str(extra.get("registry_api") or ""))
     if api == "registry":
-        return api, lambda digest: client.delete_manifest(repository, digest)
-    token = environ.get("GITHUB_TOKEN", "")
-    if not token:
-        raise UsageError(
-            f"{client.host} deletes through the GitHub Packages API: GITHUB_TOKEN is not set",
-            hint="set GITHUB_TOKEN (in Actions: `permissions: packages: write`)",
+        return Deletion(
+            api,
+            f"deleting through the registry API ({client.host}/{repository})",
+            lambda digest: client.delete_manifest(repository, digest),
         )
     owner, package = split_package(repository)
-    packages = PackagesClient(
-        api_base(extra, environ), token, owner, package, retry=client.retry, kind=""
-    )
-    return api, packages_deleter(packages)
+    line = f"deleting through the GitHub Packages API (package {package} on {client.host})"
+    # On ghcr.io the registry password is a GitHub token too (GITHUB_TOKEN or a PAT).
+    token = environ.get("GITHUB_TOKEN", "") or environ.get("REGISTRY_PASSWORD", "")
+    if not token:
+        missing = UsageError(
+            f"{client.host} deletes through the GitHub Packages API: GITHUB_TOKEN is not set",
+            hint="set GITHUB_TOKEN or REGISTRY_PASSWORD (in Actions: `permissions: packages: "
+            "write`)",
+        )
+        if deleting:
+            raise missing
 
+        def refuse(digest: str) -> None:
+            raise missing
 
-def describe(api: str, host: str, repository: str) -> str:
-    """How deletes go, for the log."""
-    if api == "ghcr":
-        _, package = split_package(repository)
-        return f"deleting through the GitHub Packages API (package {package} on {host})"
-    return f"deleting through the registry API ({host}/{repository})"
+        return Deletion(api, line, refuse)
+    packages = PackagesClient(api_base(extra, environ), token, owner, package, retry=client.retry)
+    return Deletion(api, line, packages_deleter(packages))

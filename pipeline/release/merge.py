@@ -22,17 +22,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.build.record import BuildRecord
+from pipeline.clock import utc_stamp
+from pipeline.config import Settings
 from pipeline.engine.imagetools import imagetools_composer
 from pipeline.errors import RegistryError, UsageError
-from pipeline.gitref import ReleaseContext
+from pipeline.gitref import RefFlags, ReleaseContext
 from pipeline.oci.labels import LABEL, ImageTags
 from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
-from pipeline.oci.platform import platform_key
+from pipeline.oci.platform import parse_platforms, platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.transport import NotFoundError
@@ -302,3 +304,65 @@ def merge_to_record(
     merged = merged_record(record, result, {str(k): str(v) for k, v in labels.items()})
     merged.write(record_path)
     return merged
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """The flags of ``docker.merge``."""
+
+    digest: tuple[str, ...] = ()
+    digests_dir: str | None = None
+    platform: tuple[str, ...] = ()
+    record: str | None = None
+    git: RefFlags = field(default_factory=RefFlags)
+    moving_tags: bool = True  # False: immutable and unique tags only (docker.tag-moving later)
+
+
+def merge_digests(
+    request: MergeRequest, *, root: Path, settings: Settings, environ: Mapping[str, str]
+) -> BuildRecord:
+    """``docker.merge`` end to end: the digests (flags, then the digest files), the platforms
+    the index must have (``--platform``, else the settings'), the tags of this commit; the
+    merged index's record written."""
+    from pipeline.build.plan import DIGESTS_DIR
+    from pipeline.registry.client import client_for
+    from pipeline.release.tags import image_tags
+
+    context, tags = image_tags(environ, Path.cwd(), settings, request.git)
+    directory = request.digests_dir or ("" if request.digest else DIGESTS_DIR)
+    from_dir = read_digests_dir(root / directory) if directory else {}
+    sources = merge_sources(request.digest, from_dir.values())
+    expected = parse_platforms(request.platform, what="--platform") or settings.platforms
+    planned = record_for(tags, context, expected, utc_stamp())
+    client = client_for(parse_reference(planned.image).host, extra=settings.extra, environ=environ)
+    return merge_to_record(
+        planned,
+        sources,
+        client,
+        record_path=root / (request.record or settings.record),
+        expected=expected,
+        latest_policy=settings.tags.latest,
+        moving=request.moving_tags,
+    )
+
+
+def merge_outputs(record: BuildRecord) -> dict[str, str]:
+    """``docker.merge``'s step outputs."""
+    return {
+        "digest": record.digest,
+        "version": record.version,
+        "tags": "\n".join(record.full_tags),
+        "platforms": ",".join(record.platforms),
+    }
+
+
+def merge_report(record: BuildRecord, environ: Mapping[str, str]) -> list[str]:
+    """What ``docker.merge`` prints; its outputs handed to GitHub."""
+    from pipeline.github import report_to_github
+
+    report_to_github(environ, outputs=merge_outputs(record))
+    return [
+        f"digest={record.digest}",
+        f"tags={','.join(record.extra['push']['tags'])}",
+        f"platforms={','.join(record.platforms)}",
+    ]

@@ -10,11 +10,13 @@ than the one the ref's immutable release tags already hold.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from pipeline.build.record import BuildRecord
+from pipeline.config import Settings
 from pipeline.errors import RegistryError, UsageError
+from pipeline.gitref import RefFlags
 from pipeline.oci.reference import Reference, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.transport import NotFoundError
@@ -72,3 +74,39 @@ def tag_moving(
         client.put_manifest(repo, tag, manifest)
         log(f"tagged {client.host}/{repo}:{tag} -> {digest}")
     return MovingResult(digest, plan.moving, todo, plan.held)
+
+
+@dataclass(frozen=True)
+class MovingRequest:
+    """The flags of ``docker.tag-moving``."""
+
+    digest: str = ""
+    git: RefFlags = field(default_factory=RefFlags)
+
+
+def tag_moving_request(
+    request: MovingRequest, *, settings: Settings, environ: Mapping[str, str]
+) -> list[str]:
+    """``docker.tag-moving`` end to end: this commit's tags (as ``docker.merge`` computes them),
+    the signature check from ``COSIGN_*`` (or keyless in Actions), the moving tags written;
+    what it prints."""
+    from pathlib import Path
+
+    from pipeline.registry.client import client_for
+    from pipeline.release.merge import record_for
+    from pipeline.release.sign import verifier_from_env
+    from pipeline.release.tags import image_tags
+
+    if not is_digest(request.digest):
+        raise UsageError(f"--digest {request.digest!r}: expected sha256: and 64 hex digits")
+    context, tags = image_tags(environ, Path.cwd(), settings, request.git)
+    planned = record_for(tags, context, list(settings.platforms))
+    client = client_for(parse_reference(planned.image).host, extra=settings.extra, environ=environ)
+    result = tag_moving(
+        planned,
+        request.digest,
+        client,
+        verified=verifier_from_env(environ),
+        latest_policy=settings.tags.latest,
+    )
+    return [f"digest={result.digest}", f"tags={','.join(result.tags)}"]

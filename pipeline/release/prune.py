@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pipeline.clock import parse_utc
+from pipeline.config import Settings
 from pipeline.errors import PipelineError, RegistryError, UsageError
+from pipeline.oci.reference import parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.release.tags import SemVer
 
@@ -285,3 +287,36 @@ def _protected(client: RegistryClient, repository: str, environments: Iterable[s
             if digest:
                 protected.add(digest)
     return protected
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """The flags of ``docker.prune``."""
+
+    keep: int = 10
+    days: int = 30
+    yes: bool = False
+    image: str | None = None
+
+
+def prune_images(request: PruneRequest, *, settings: Settings, environ: Mapping[str, str]) -> None:
+    """``docker.prune``: gather the repository's tags, plan by the retention, print the plan
+    and (``yes``) delete. Releases and environments are never deleted."""
+    from pipeline.registry.client import client_for
+    from pipeline.registry.ghcr import deleter_for
+    from pipeline.release.promote import environments
+
+    envs = environments(settings.extra.get("environments"))
+    retention = Retention(request.keep, request.days, envs)
+    target = parse_reference(request.image or settings.image)
+    client = client_for(target.host, extra=settings.extra, environ=environ)
+    # ghcr.io deletes through the Packages API; the dry run plans the same on every registry.
+    how = deleter_for(
+        client, target.repository, extra=settings.extra, environ=environ, deleting=request.yes
+    )
+    delete = how.delete if request.yes else None
+    tags, created = gather(client, target.repository, retention.environments)
+    result = plan(tags, created, retention, datetime.now(UTC))
+    if request.yes:
+        print(how.describe)
+    execute(client, target.repository, result, retention, yes=request.yes, delete=delete)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.build.record import BuildRecord
+from pipeline.config import Settings
 from pipeline.engine.transfer import DockerRunner, docker_cli
 from pipeline.errors import EngineError, RegistryError
 from pipeline.oci.manifest import Manifest
@@ -324,3 +325,15 @@ def push_record(
     )
     update_record(record, result).write(record_path)
     return result
+
+
+def push_lines(record_path: Path, *, settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """``docker.push``: ``push_record`` with the settings; the lines to print."""
+    result = push_record(
+        record_path, extra=settings.extra, environ=environ, latest_policy=settings.tags.latest
+    )
+    return [
+        f"digest={result.digest}",
+        f"platforms={','.join(result.platforms)}",
+        f"tags={','.join(result.tags)}",
+    ]

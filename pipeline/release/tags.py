@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from pipeline.clock import utc_from_epoch
 from pipeline.config import Settings, TagPolicy
-from pipeline.errors import InvalidRefError
-from pipeline.gitref import ReleaseContext, resolve
+from pipeline.errors import InvalidRefError, UsageError
+from pipeline.gitref import RefFlags, ReleaseContext, resolve
 from pipeline.oci.labels import LABEL, ImageTags
 
 if TYPE_CHECKING:
@@ -202,17 +202,44 @@ def image_tags(
     environ: Mapping[str, str],
     cwd: Path,
     settings: Settings,
-    *,
-    event: str | None = None,
-    ref: str | None = None,
-    sha: str | None = None,
-    pr: int | None = None,
-    default_branch: str | None = None,
+    flags: RefFlags | None = None,
     released: Iterable[str] = (),
 ) -> tuple[ReleaseContext, ImageTags]:
     """The build context, and the tags, version and labels ``docker.tags`` prints for it:
-    ``pipeline.gitref.resolve`` then ``pipeline.release.tags.compute_tags``."""
-    context = resolve(
-        environ, cwd, event=event, ref=ref, sha=sha, pr=pr, default_branch=default_branch
-    )
+    ``pipeline.gitref.resolve`` then ``compute_tags``."""
+    context = resolve(environ, cwd, flags)
     return context, compute_tags(context, settings, released)
+
+
+def tag_lines(result: ImageTags, format: str, environ: Mapping[str, str]) -> list[str]:
+    """What ``docker.tags`` prints: ``json``; ``text``; or ``github``, the text with the step
+    outputs written (``GITHUB_OUTPUT`` must be set)."""
+    import json
+
+    if format not in ("text", "json", "github"):
+        raise UsageError(f"--format {format!r}: expected text, json or github")
+    document = result.as_json()
+    if format == "json":
+        return [json.dumps(document, indent=2)]
+    if format == "github":
+        from pipeline.github import report_to_github
+
+        if not environ.get("GITHUB_OUTPUT"):
+            raise UsageError("--format github: GITHUB_OUTPUT is not set")
+        outputs = {
+            "version": result.version,
+            "tags": "\n".join(result.tags),
+            "tag_names": "\n".join(result.tag_names),
+            "labels": "\n".join(f"{k}={v}" for k, v in result.labels.items()),
+            "latest": "true" if result.latest else "false",
+            "json": json.dumps(document),
+        }
+        report_to_github(environ, outputs=outputs)
+    labels = [f"  {key}={value}" for key, value in result.labels.items()]
+    return [
+        f"version: {result.version}",
+        "tags:",
+        *(f"  {t}" for t in result.tags),
+        "labels:",
+        *labels,
+    ]

@@ -11,30 +11,32 @@ import pytest
 from pipeline.build import run as build_run
 from pipeline.build.plan import BuildOptions
 from pipeline.build.record import BuildRecord
-from pipeline.config import Settings, invoke_defaults, load_pyproject
+from pipeline.config import Settings
 from pipeline.errors import EngineError
+from pipeline.gitref import RefFlags
 from pipeline.history import store as history
 from pipeline.release.tags import image_tags
+from tests import fixtures_image
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA = "6f3e8fa" + "0" * 33
 
 
 def project_settings(tmp_path: Path) -> Settings:
-    data = invoke_defaults(load_pyproject(ROOT / "pyproject.toml"))
-    data.update(image="127.0.0.1:5000/test/history", record=str(tmp_path / "image.toml"))
-    return Settings.from_mapping(data)
+    return fixtures_image.project_settings(
+        image="127.0.0.1:5000/test/history", record=str(tmp_path / "image.toml")
+    )
 
 
 def test_the_history_file_comes_from_settings_relative_to_the_root(tmp_path: Path) -> None:
     assert history.history_path(tmp_path, {}) == tmp_path / "build/history.jsonl"
     assert history.history_path(tmp_path, {"history": "h.jsonl"}) == tmp_path / "h.jsonl"
-    assert project_settings(tmp_path).extra["history"] == "build/history.jsonl"
+    assert project_settings(tmp_path).extra["history"] == str(ROOT / "build/history.jsonl")
 
 
 def build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool) -> Path:
     settings = project_settings(tmp_path)
-    context, tags = image_tags({}, ROOT, settings, ref="main", sha=SHA)
+    context, tags = image_tags({}, ROOT, settings, RefFlags(ref="main", sha=SHA))
 
     def fake_run_build(**kwargs: Any) -> Any:
         if fail:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -169,6 +171,17 @@ def test_the_gateway_is_published_on_loopback_with_its_config_mounted_read_only(
     assert gateway["depends_on"]["upstream"]["condition"] == "service_healthy"
 
 
+def test_both_services_restart_unless_stopped_within_cpu_and_memory_limits() -> None:
+    services = _compose_config(GATEWAY_IMAGE="gw:test")["services"]
+    assert {
+        name: (service["restart"], service["deploy"]["resources"]["limits"])
+        for name, service in services.items()
+    } == {
+        "gateway": ("unless-stopped", {"cpus": 1.0, "memory": str(256 * 2**20)}),
+        "upstream": ("unless-stopped", {"cpus": 0.5, "memory": str(128 * 2**20)}),
+    }
+
+
 def test_the_upstream_is_only_reachable_inside_the_stack() -> None:
     config = _compose_config(GATEWAY_IMAGE="gw:test")
     assert "ports" not in config["services"]["upstream"]
@@ -272,6 +285,43 @@ def test_deploy_local_answers_through_the_gateway_and_deploy_down_removes_it_all
     assert (down.returncode, down.stdout.strip()) == (0, f"removed: compose project {project}")
     assert leftovers(project) == []
     assert _docker("images", "--quiet", f"{project}-upstream") == ""
+
+
+def _state(container: str) -> tuple[int, str]:
+    """The container's restart count and health status."""
+    restarts, health = _docker(
+        "inspect", "--format", "{{.RestartCount}} {{.State.Health.Status}}", container
+    ).split()
+    return int(restarts), health
+
+
+def _crash(container: str) -> None:
+    """SIGKILL the container's main process, as a crash or the kernel's OOM killer would.
+    Not `docker kill`: Docker counts that as a deliberate stop and never restarts it."""
+    pid = int(_docker("inspect", "--format", "{{.State.Pid}}", container))
+    assert pid > 0 and Path(f"/proc/{pid}").exists(), (
+        f"{container}: its process {pid} is not visible here (the engine runs in another"
+        " PID namespace)"
+    )
+    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.engine
+def test_deploy_local_containers_come_back_healthy_after_a_crash(project: str) -> None:
+    up = _invoke("deploy.local", "--project", project, "--port", "0")
+    assert up.returncode == 0, up.stderr
+    for service in ("upstream", "gateway"):
+        container = f"{project}-{service}-1"
+        assert _state(container) == (0, "healthy")
+        _crash(container)
+        deadline = time.monotonic() + 60
+        while _state(container) != (1, "healthy") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _state(container) == (1, "healthy"), service
+    # And the stack answers through the gateway again (the host port may be a new one).
+    address = _docker("port", f"{project}-gateway-1", "8080/tcp").splitlines()[0]
+    with urllib.request.urlopen(f"http://{address}/api/hello", timeout=5) as response:
+        assert response.status == 200
 
 
 @pytest.mark.engine

@@ -1,10 +1,15 @@
 """The Kubernetes manifests: both overlays render offline with the image pinned by digest, pass
-``kubernetes-validate --strict``, and keep the security and termination settings."""
+``kubernetes-validate --strict`` for every supported Kubernetes version (the HTTPRoute, a CRD the
+validator does not know, against the Gateway API's own schema), and hold what a first deploy to
+a real cluster needs: the namespace, the security and termination settings, the way in, the
+network policy, the API keys from a Secret, the spread over nodes."""
 
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -12,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from gateway.config import parse as parse_gateway_config
@@ -25,6 +31,18 @@ DIGEST = "sha256:" + "ab" * 32
 IMAGE = parse_reference(f"127.0.0.1:5000/acme/api-gateway:1.2.3@{DIGEST}")
 PINNED = f"127.0.0.1:5000/acme/api-gateway@{DIGEST}"
 VALIDATOR = Path(sys.executable).parent / "kubernetes-validate"
+# The supported Kubernetes versions (README: Kubernetes): 1.30 is the first with the preStop
+# sleep action on by default.
+SUPPORTED = ["1.30", "1.31", "1.32", "1.33", "1.34", "1.35", "1.36", "1.37"]
+GATEWAY_API_SCHEMAS = ROOT / "tests" / "fixtures" / "gateway-api"
+NAMESPACES = {"staging": "api-gateway-staging", "production": "api-gateway"}
+HOSTS = {"staging": "api.staging.acme.example", "production": "api.acme.example"}
+UPSTREAM_NAMESPACES = {"staging": "api-staging", "production": "api"}
+SELECTOR = {
+    "app.kubernetes.io/component": "gateway",
+    "app.kubernetes.io/name": "api-gateway",
+    "app.kubernetes.io/part-of": "api-gateway",
+}
 
 
 @pytest.fixture(scope="module", params=k8s.ENVIRONMENTS)
@@ -43,6 +61,42 @@ def _deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
 def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (container,) = _deployment(docs)["spec"]["template"]["spec"]["containers"]
     return dict(container)
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (doc,) = k8s.find(docs, kind)
+    return dict(doc)
+
+
+def _merged(*tables: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's config from several files, as ``--config A --config B`` merges them:
+    tables merge key by key, any other value of a later file replaces the earlier one."""
+    merged: dict[str, Any] = {}
+    for table in tables:
+        for key, value in table.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = _merged(merged[key], value)
+            else:
+                merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _example_keys(env: str) -> dict[str, Any]:
+    example = K8S / "overlays" / env / "secrets" / "api-keys.toml.example"
+    return tomllib.loads(example.read_text(encoding="utf-8"))
+
+
+def _copy_of_the_manifests(tmp_path: Path) -> Path:
+    """docker/k8s as a fresh clone has it (no git-ignored key files), to change and render."""
+    copy_dir = tmp_path / "k8s"
+    shutil.copytree(K8S, copy_dir, ignore=shutil.ignore_patterns("api-keys.toml"))
+    return copy_dir
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{path} has {old!r} {text.count(old)} times"
+    path.write_text(text.replace(old, new), encoding="utf-8")
 
 
 @pytest.mark.parametrize("ref", ["", "a b", "r.io/a:", "r.io/a@sha256:short", ":tag"])
@@ -98,18 +152,45 @@ def test_the_rendered_deployment_pins_the_image_by_digest(rendered: Any) -> None
     assert f"image: {PINNED}\n" in result.path.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("version", ["1.30", "1.37"])  # 1.30: the preStop sleep action is on
-def test_the_rendered_manifests_pass_kubernetes_validate_strict(
-    rendered: Any, version: str
-) -> None:
-    result, _ = rendered
+def _validate(path: Path, version: str) -> tuple[int, str]:
     done = subprocess.run(
-        [str(VALIDATOR), "--strict", "--quiet", "-k", version, str(result.path)],
+        [str(VALIDATOR), "--strict", "--quiet", "-k", version, str(path)],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_the_rendered_manifests_pass_kubernetes_validate_strict_but_for_the_httproute_crd(
+    rendered: Any, version: str
+) -> None:
+    result, _ = rendered
+    # Every built-in kind is validated; the one kind it has no schema for is named, and
+    # checked against the Gateway API's schema below.
+    assert _validate(result.path, version) == (
+        0,
+        f"WARN {result.path} Couldn't find schema for kind HTTPRoute with api version"
+        f" gateway.networking.k8s.io/v1 for kubernetes version {version}\n",
+    )
+
+
+@pytest.mark.parametrize("bundle", ["v1.0.0", "v1.6.1"])
+def test_the_httproute_is_valid_for_the_oldest_and_newest_gateway_api(
+    rendered: Any, bundle: str
+) -> None:
+    _, docs = rendered
+    schema_file = GATEWAY_API_SCHEMAS / f"httproute-v1-{bundle}.json"
+    validator = jsonschema.Draft7Validator(json.loads(schema_file.read_text(encoding="utf-8")))
+    route = copy.deepcopy(_one(docs, "HTTPRoute"))
+    assert [error.message for error in validator.iter_errors(route)] == []
+    route["spec"]["rules"][0]["matches"][0]["path"]["type"] = "Prefix"
+    route["spec"]["hostname"] = ["typo.example"]
+    assert sorted(error.message for error in validator.iter_errors(route)) == [
+        "'Prefix' is not one of ['Exact', 'PathPrefix', 'RegularExpression']",
+        "Additional properties are not allowed ('hostname' was unexpected)",
+    ]
 
 
 def test_the_rendered_manifests_hold_every_kind_in_the_overlays_namespace(rendered: Any) -> None:
@@ -118,13 +199,41 @@ def test_the_rendered_manifests_hold_every_kind_in_the_overlays_namespace(render
     assert kinds == [
         "ConfigMap",
         "Deployment",
+        "HTTPRoute",
         "HorizontalPodAutoscaler",
+        "Namespace",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Service",
+        "ServiceAccount",
     ]
-    expected = {"staging": "api-gateway-staging", "production": "api-gateway"}[result.env]
-    assert {d["metadata"]["namespace"] for d in docs} == {expected}
+    expected = NAMESPACES[result.env]
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {expected}
     assert result.namespace == expected
+
+
+def test_the_readme_names_the_supported_kubernetes_versions_the_tests_validate() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"Supported: **Kubernetes {SUPPORTED[0]} to {SUPPORTED[-1]}**" in readme
+
+
+def test_the_namespace_comes_first_and_enforces_pod_security_restricted(rendered: Any) -> None:
+    result, docs = rendered
+    namespace = docs[0]
+    assert (namespace["kind"], namespace["metadata"]["name"]) == (
+        "Namespace",
+        NAMESPACES[result.env],
+    )
+    assert namespace["metadata"]["labels"] == {
+        **SELECTOR,
+        "app.kubernetes.io/instance": result.env,
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": f"v{SUPPORTED[0]}",
+        "pod-security.kubernetes.io/audit": "restricted",
+        "pod-security.kubernetes.io/audit-version": "latest",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/warn-version": "latest",
+    }
 
 
 def test_the_pod_runs_non_root_read_only_without_capabilities_under_seccomp(
@@ -142,42 +251,298 @@ def test_the_pod_runs_non_root_read_only_without_capabilities_under_seccomp(
     assert sc["runAsNonRoot"] is True
 
 
-def test_the_probes_use_the_gateways_health_endpoints(rendered: Any) -> None:
+def test_the_probes_use_the_gateways_health_endpoints_on_the_admin_port(rendered: Any) -> None:
     _, docs = rendered
     container = _container(docs)
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 9901, "protocol": "TCP"},
+    ]
 
 
-def test_each_overlay_sets_its_own_replicas_and_resources(rendered: Any) -> None:
+def test_the_service_exposes_only_the_public_port_and_metrics_are_scraped_from_the_pods(
+    rendered: Any,
+) -> None:
+    _, docs = rendered
+    service = _one(docs, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == SELECTOR
+    assert _deployment(docs)["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9901",
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def test_the_hpa_alone_sets_the_replicas_within_each_overlays_bounds(rendered: Any) -> None:
     result, docs = rendered
     deployment = _deployment(docs)
-    (hpa,) = k8s.find(docs, "HorizontalPodAutoscaler")
+    hpa = _one(docs, "HorizontalPodAutoscaler")
+    assert "replicas" not in deployment["spec"]  # an apply never resets what the HPA chose
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "gateway",
+    }
     expected = {
-        "staging": (2, 2, 3, {"cpu": "500m", "memory": "128Mi"}),
-        "production": (3, 3, 12, {"cpu": "2", "memory": "256Mi"}),
+        "staging": (2, 3, {"cpu": "500m", "memory": "128Mi"}),
+        "production": (3, 12, {"cpu": "2", "memory": "256Mi"}),
     }[result.env]
     assert (
-        deployment["spec"]["replicas"],
         hpa["spec"]["minReplicas"],
         hpa["spec"]["maxReplicas"],
         _container(docs)["resources"]["limits"],
     ) == expected
 
 
-def test_the_config_map_is_a_valid_gateway_config_listening_on_the_container_port(
+def test_the_pods_spread_over_zones_and_nodes_and_must_stay_ready_10_s(rendered: Any) -> None:
+    _, docs = rendered
+    spec = _deployment(docs)["spec"]
+    assert (spec["minReadySeconds"], spec["progressDeadlineSeconds"]) == (10, 600)
+    assert spec["template"]["spec"]["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": SELECTOR},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+    pdb = _one(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        "selector": {"matchLabels": SELECTOR},
+    }
+
+
+def test_the_pods_run_as_their_own_service_account_without_a_token_and_pull_with_ghcr_pull(
     rendered: Any,
 ) -> None:
     _, docs = rendered
+    account = _one(docs, "ServiceAccount")
+    assert (account["metadata"]["name"], account["automountServiceAccountToken"]) == (
+        "gateway",
+        False,
+    )
+    pod = _deployment(docs)["spec"]["template"]["spec"]
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("gateway", False)
+    assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    assert not k8s.find(docs, "Secret")  # created in the cluster, never rendered
+
+
+def test_the_instance_label_is_on_every_object_and_the_pods_but_in_no_selector(
+    rendered: Any,
+) -> None:
+    result, docs = rendered
+    instance = {"app.kubernetes.io/instance": result.env}
+    for doc in docs:
+        assert doc["metadata"]["labels"].items() >= {**SELECTOR, **instance}.items(), doc["kind"]
+    template = _deployment(docs)["spec"]["template"]
+    assert template["metadata"]["labels"] == {**SELECTOR, **instance}
+    # Selectors are immutable on a Deployment: the instance label never enters one.
+    assert _deployment(docs)["spec"]["selector"] == {"matchLabels": SELECTOR}
+    assert _one(docs, "Service")["spec"]["selector"] == SELECTOR
+    assert _one(docs, "NetworkPolicy")["spec"]["podSelector"] == {"matchLabels": SELECTOR}
+
+
+def test_the_httproute_attaches_to_the_platforms_gateway_for_the_environments_host(
+    rendered: Any,
+) -> None:
+    result, docs = rendered
+    route = _one(docs, "HTTPRoute")
+    assert route["spec"] == {
+        "parentRefs": [
+            {
+                "group": "gateway.networking.k8s.io",
+                "kind": "Gateway",
+                "name": "public",
+                "namespace": "gateway-system",
+            }
+        ],
+        "hostnames": [HOSTS[result.env]],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"group": "", "kind": "Service", "name": "gateway", "port": 80}],
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("env", k8s.ENVIRONMENTS)
+def test_with_the_ingress_component_instead_an_ingress_serves_the_environments_host(
+    tmp_path: Path, env: str
+) -> None:
+    k8s_dir = _copy_of_the_manifests(tmp_path)
+    overlay = k8s_dir / "overlays" / env
+    _edit(
+        overlay / "kustomization.yaml",
+        "../../components/gateway-api\n",
+        "../../components/ingress\n",
+    )
+    _edit(
+        overlay / "settings.yaml", "edge-namespace: gateway-system", "edge-namespace: ingress-nginx"
+    )
+    text = k8s.render_overlay(k8s_dir, env, IMAGE)
+    docs = k8s.load_documents(text)
+    assert k8s.find(docs, "HTTPRoute") == []
+    ingress = _one(docs, "Ingress")
+    assert ingress["metadata"]["namespace"] == NAMESPACES[env]
+    assert ingress["spec"] == {
+        "ingressClassName": "nginx",
+        "tls": [{"hosts": [HOSTS[env]], "secretName": "api-gateway-tls"}],
+        "rules": [
+            {
+                "host": HOSTS[env],
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": "gateway", "port": {"name": "http"}}},
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    (edge, _) = _one(docs, "NetworkPolicy")["spec"]["ingress"]
+    assert edge["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    manifest = tmp_path / f"{env}.yaml"
+    manifest.write_text(text, encoding="utf-8")
+    assert _validate(manifest, SUPPORTED[0]) == (0, "")  # every kind known: nothing left out
+
+
+def test_the_network_policy_admits_the_edge_and_the_namespace_and_reaches_dns_and_upstreams(
+    rendered: Any,
+) -> None:
+    result, docs = rendered
+    policy = _one(docs, "NetworkPolicy")
+
+    def namespace(name: str) -> dict[str, Any]:
+        return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": SELECTOR},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {"from": [namespace("gateway-system")], "ports": [{"port": "http", "protocol": "TCP"}]},
+            {"from": [{"podSelector": {}}], "ports": [{"port": "admin", "protocol": "TCP"}]},
+        ],
+        "egress": [
+            {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+            {"to": [namespace(UPSTREAM_NAMESPACES[result.env])]},
+        ],
+    }
+    # The upstreams the gateway config names live in the namespace the policy lets it reach.
+    pod = _deployment(docs)["spec"]["template"]["spec"]
+    found = k8s.gateway_config(docs, pod)
+    assert found is not None
+    targets = {t for r in found[1]["routes"] for t in r["upstream"]["targets"]}
+    assert targets == {f"http://upstream.{UPSTREAM_NAMESPACES[result.env]}.svc.cluster.local:80"}
+
+
+def test_the_config_map_with_the_secrets_keys_is_a_valid_gateway_config_listening_on_8080(
+    rendered: Any,
+) -> None:
+    result, docs = rendered
     pod = _deployment(docs)["spec"]["template"]["spec"]
     found = k8s.gateway_config(docs, pod)
     assert found is not None
     name, data = found
-    config = parse_gateway_config(data)
+    assert "api_keys" not in data  # the hashes are only in the Secret
+    config = parse_gateway_config(_merged(data, _example_keys(result.env)))
     assert config.server.port == 8080
     assert [r.path for r in config.routes] == ["/api"]
     assert name.startswith("gateway-config-")  # content-hashed: a config change rolls the pods
+
+
+def test_each_environment_requires_an_api_key_and_limits_the_rate_per_key(rendered: Any) -> None:
+    result, docs = rendered
+    found = k8s.gateway_config(docs, _deployment(docs)["spec"]["template"]["spec"])
+    assert found is not None
+    (route,) = parse_gateway_config(_merged(found[1], _example_keys(result.env))).routes
+    assert route.auth is not None and route.rate_limit is not None
+    assert (sorted(route.auth.keys), route.auth.header) == (["partner", "web"], "x-api-key")
+    assert (route.rate_limit.rate, route.rate_limit.burst, route.rate_limit.by) == {
+        "staging": (10.0, 20, "key"),
+        "production": (50.0, 100, "key"),
+    }[result.env]
+
+
+def test_the_gateway_reads_its_config_then_the_key_hashes_from_the_api_gateway_keys_secret(
+    rendered: Any,
+) -> None:
+    _, docs = rendered
+    pod = _deployment(docs)["spec"]["template"]["spec"]
+    container = _container(docs)
+    assert container["args"] == [
+        "--config",
+        "/etc/gateway/gateway.toml",
+        "--config",
+        "/etc/gateway-keys/api-keys.toml",
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["api-keys"]["secret"] == {
+        "secretName": "api-gateway-keys",
+        "defaultMode": 0o440,
+        "items": [{"key": "api-keys.toml", "path": "api-keys.toml"}],
+    }
+    mounts = {m["name"]: (m["mountPath"], m.get("readOnly")) for m in container["volumeMounts"]}
+    assert mounts["api-keys"] == ("/etc/gateway-keys", True)
+
+
+@pytest.mark.parametrize("env", k8s.ENVIRONMENTS)
+def test_the_key_files_are_git_ignored_and_only_their_examples_committed(env: str) -> None:
+    secrets = K8S / "overlays" / env / "secrets"
+    done = subprocess.run(
+        [
+            "git",
+            "check-ignore",
+            "--no-index",
+            str(secrets / "api-keys.toml"),
+            str(secrets / "api-keys.toml.example"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    ignored = done.stdout.splitlines()
+    assert ignored == [str(secrets / "api-keys.toml")]
+
+
+@pytest.mark.parametrize("env", k8s.ENVIRONMENTS)
+def test_the_documented_secret_generator_makes_a_hashed_secret_the_pods_mount(
+    tmp_path: Path, env: str
+) -> None:
+    k8s_dir = _copy_of_the_manifests(tmp_path)
+    overlay = k8s_dir / "overlays" / env
+    shutil.copy(
+        overlay / "secrets" / "api-keys.toml.example", overlay / "secrets" / "api-keys.toml"
+    )
+    documented = [
+        line.removeprefix("#   ")
+        for line in (overlay / "kustomization.yaml").read_text(encoding="utf-8").splitlines()
+        if line.startswith("#   ")
+    ]
+    with (overlay / "kustomization.yaml").open("a", encoding="utf-8") as f:
+        f.write("\n".join(documented) + "\n")
+    docs = k8s.load_documents(k8s.render_overlay(k8s_dir, env, IMAGE))
+    secret = _one(docs, "Secret")
+    assert secret["metadata"]["name"].startswith("api-gateway-keys-")
+    assert list(secret["data"]) == ["api-keys.toml"]
+    volumes = {v["name"]: v for v in _deployment(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["api-keys"]["secret"]["secretName"] == secret["metadata"]["name"]
 
 
 def test_the_grace_period_covers_the_pre_stop_sleep_and_the_gateways_drain_time(
@@ -188,6 +553,7 @@ def test_the_grace_period_covers_the_pre_stop_sleep_and_the_gateways_drain_time(
     found = k8s.gateway_config(docs, pod)
     assert found is not None
     drain = k8s.drain_timeout(found[1])
+    # The sleep action (Kubernetes 1.30+): no shell or process in the container needed.
     pre_stop = _container(docs)["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace = pod["terminationGracePeriodSeconds"]
     assert (drain, pre_stop, grace) == {

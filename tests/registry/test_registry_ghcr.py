@@ -242,22 +242,42 @@ def test_a_digest_that_is_no_version_is_not_deleted() -> None:
         packages_deleter(packages)(D2)
 
 
-def test_other_registries_delete_through_the_registry_api_without_a_token() -> None:
-    client = RegistryClient("127.0.0.1:5000")
-    api, _ = deleter_for(client, "test/x", setting="", extra={}, environ={})
-    assert api == "registry"
+@pytest.mark.parametrize(
+    ("host", "extra", "api", "line"),
+    [
+        (
+            "127.0.0.1:5000",
+            {},
+            "registry",
+            "deleting through the registry API (127.0.0.1:5000/a/b)",
+        ),
+        ("ghcr.io", {}, "ghcr", "deleting through the GitHub Packages API (package b on ghcr.io)"),
+        (
+            "127.0.0.1:5000",
+            {"registry_api": "ghcr"},
+            "ghcr",
+            "deleting through the GitHub Packages API (package b on 127.0.0.1:5000)",
+        ),
+    ],
+)
+def test_the_deletion_path_and_its_line_follow_the_host_or_the_setting(
+    host: str, extra: dict[str, str], api: str, line: str
+) -> None:
+    how = deleter_for(RegistryClient(host), "a/b", extra=extra, environ={"GITHUB_TOKEN": "t"})
+    assert (how.api, how.describe) == (api, line)
 
 
-def test_ghcr_needs_github_token_to_delete() -> None:
+def test_ghcr_needs_github_token_to_delete_but_not_to_plan() -> None:
+    client = RegistryClient("ghcr.io")
+    environ = {"REGISTRY_USERNAME": "octocat"}
     with pytest.raises(UsageError, match="GITHUB_TOKEN is not set") as caught:
-        deleter_for(
-            RegistryClient("ghcr.io"),
-            "acme/api-gateway",
-            setting="",
-            extra={},
-            environ={"REGISTRY_PASSWORD": "x"},
-        )
+        deleter_for(client, "acme/api-gateway", extra={}, environ=environ)
     assert caught.value.exit_code == 2
+    planning = deleter_for(client, "acme/api-gateway", extra={}, environ=environ, deleting=False)
+    with pytest.raises(UsageError, match="GITHUB_TOKEN is not set"):
+        planning.delete("sha256:" + "1" * 64)
+    with_password = {"REGISTRY_USERNAME": "octocat", "REGISTRY_PASSWORD": "ghp_x"}
+    assert deleter_for(client, "acme/gw", extra={}, environ=with_password).api == "ghcr"
 
 
 # --- the model (engine: it fronts the real registry) ---

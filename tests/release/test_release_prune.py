@@ -185,13 +185,13 @@ def test_prune_is_a_dry_run_by_default_then_deletes_exactly_the_plan(
 
 @pytest.mark.engine
 def test_prune_on_ghcr_without_github_token_exits_2_before_deleting(ghcr: GhcrModel) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "GITHUB_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "REGISTRY_PASSWORD")}
     env |= {"INVOKE_DOCKER_REGISTRY_API": "ghcr"}
     argv = [sys.executable, "-m", "invoke", "docker.prune", "--image", f"{ghcr.host}/test/x"]
     done = subprocess.run([*argv, "--yes"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"error: {ghcr.host} deletes through the GitHub Packages API: GITHUB_TOKEN is not set:"
-        " set GITHUB_TOKEN (in Actions: `permissions: packages: write`)"
+        " set GITHUB_TOKEN or REGISTRY_PASSWORD (in Actions: `permissions: packages: write`)"
     )
     assert ghcr.requests == []

@@ -14,13 +14,15 @@ import pytest
 from faultproxy import cosign_keys, remove_images
 
 from pipeline.build.record import BuildRecord
-from pipeline.config import Settings, invoke_defaults, load_pyproject
+from pipeline.config import Settings
 from pipeline.errors import GateError, UsageError
+from pipeline.gitref import RefFlags
 from pipeline.oci.reference import parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.release.publish import PublishPlan, PublishRequest, StepFactory, publish
 from pipeline.release.steps import Step, Summary, plan_steps, run_steps, should_push
 from pipeline.release.summary import markdown, outputs, scan_counts, scan_text, text
+from tests import fixtures_image
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "d" * 64
@@ -262,6 +264,48 @@ def test_publish_builds_tests_scans_pushes_and_signs_with_a_summary(
 
 @pytest.mark.engine
 @pytest.mark.slow
+def test_publish_from_a_subfolder_scans_the_image_it_just_built(
+    scratch_repo: str, tmp_path: Path, trivy_db: Path
+) -> None:
+    """Relative settings paths are the project root's, whatever the working directory."""
+    import shutil
+    import uuid
+
+    relative = f"build/test-{uuid.uuid4().hex[:8]}"
+    env = {
+        "TRIVY_CACHE_DIR": str(trivy_db),
+        "INVOKE_DOCKER_RECORD": f"{relative}/image.toml",
+        "INVOKE_DOCKER_SCAN_OUTPUT_DIR": f"{relative}/scan",
+    }
+    argv = [sys.executable, "-m", "invoke", "docker.publish", "--platform", "linux/amd64"]
+    argv += ["--no-arm64", "--no-db-update", "--no-push", "--no-sign"]
+    argv += ["--ref", "main", "--sha", "6f3e8fa" + "0" * 33]
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=ROOT / "gateway",
+            env={
+                **os.environ,
+                "INVOKE_DOCKER_IMAGE": scratch_repo,
+                "INVOKE_DOCKER_HISTORY": str(tmp_path / "history.jsonl"),
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+        record = BuildRecord.read(ROOT / relative / "image.toml")
+        scanned = json.loads((ROOT / relative / "scan" / "scan.json").read_text())
+        assert scanned["target"]["digest"] == record.digest
+        assert not (ROOT / "gateway" / "build").exists()
+    finally:
+        shutil.rmtree(ROOT / relative, ignore_errors=True)
+        remove_images(f"{scratch_repo}:latest", f"{scratch_repo}:main-6f3e8fa")
+
+
+@pytest.mark.engine
+@pytest.mark.slow
 def test_by_default_a_publish_whose_vulnerability_scan_did_not_run_fails_and_pushes_nothing(
     published: str, tmp_path: Path
 ) -> None:
@@ -304,13 +348,11 @@ SHA = "6f3e8fa" + "0" * 33
 
 
 def publish_settings(tmp_path: Path) -> Settings:
-    data = invoke_defaults(load_pyproject(ROOT / "pyproject.toml"))
-    data.update(
+    return fixtures_image.project_settings(
         image="127.0.0.1:5000/test/history",
         record=str(tmp_path / "image.toml"),
         history=str(tmp_path / "history.jsonl"),
     )
-    return Settings.from_mapping(data)
 
 
 def fake_steps(fail: str = "") -> StepFactory:
@@ -358,7 +400,7 @@ def publish_with(
     tmp_path: Path, fail: str = "", environ: Mapping[str, str] | None = None, **flags: Any
 ) -> Summary:
     return publish(
-        PublishRequest(ref="main", sha=SHA, **flags),
+        PublishRequest(git=RefFlags(ref="main", sha=SHA), **flags),
         root=tmp_path,
         settings=publish_settings(tmp_path),
         environ={"COSIGN_KEY": "cosign.key"} if environ is None else environ,

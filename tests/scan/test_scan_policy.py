@@ -521,20 +521,10 @@ def secret_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
 
 
 @pytest.fixture(scope="module")
-def project_image() -> Iterator[str]:
-    """The project's own image (docker/Dockerfile), built for the host platform."""
-    dockerfile = ROOT / "docker" / "Dockerfile"
-    if not dockerfile.is_file():
-        pytest.fail("docker/Dockerfile does not exist yet: cannot build the project's image")
-    tag = f"scan-test/{uuid.uuid4().hex[:12]}:project"
-    argv = ["docker", "buildx", "build", "--load", "-t", tag, "-f", str(dockerfile)]
-    argv += ["--secret", f"id=ca,src={os.environ['PIP_CERT']}", str(ROOT)]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr[-2000:]
-        yield tag
-    finally:
-        _rmi(tag)
+def project_image(built_image: BuildRecord) -> str:
+    """The project's own image (docker/Dockerfile), built once per session by the pipeline
+    itself, on the base the settings name."""
+    return built_image.reference
 
 
 @pytest.fixture(scope="module")
