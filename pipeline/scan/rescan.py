@@ -79,6 +79,11 @@ def combined(results: Mapping[str, ScanResult], reference: str, digest: str) -> 
     }
 
 
+def worst(results: Mapping[str, ScanResult]) -> str:
+    """The platform to show first: the first that fails the gate, else the first."""
+    return next((p for p, r in results.items() if not r.passed), next(iter(results)))
+
+
 def combined_gate(results: Mapping[str, ScanResult]) -> GateError | None:
     """One line for every platform that fails the gate."""
     failures = [(p, e) for p, r in results.items() if (e := gate_error(r)) is not None]
@@ -187,7 +192,8 @@ def report_all(
             {
                 "result": str(document["result"]),
                 "platforms": ",".join(results),
-                "sarif": "\n".join(str(p["sarif"]) for p in paths.values()),
+                "sarif": str(paths[worst(results)]["sarif"]),
+                "sarif_files": "\n".join(str(p["sarif"]) for p in paths.values()),
                 "summary": str(out / ARTIFACTS["summary"]),
                 "json": str(out / ARTIFACTS["json"]),
                 "states": json.dumps(document["states"]),

@@ -150,7 +150,7 @@ def _rescan(
         failure = rs.combined_gate(results)
     if failure is not None:
         raise failure
-    return next((r for r in results.values() if not r.passed), next(iter(results.values())))
+    return results[rs.worst(results)]
 
 
 def _scan_built(

@@ -16,15 +16,17 @@ from ghcr_model import GhcrModel
 
 from pipeline.errors import EngineError
 from pipeline.registry.auth import Credentials
-from pipeline.scan.policy import Policy, judge
+from pipeline.scan.policy import ARTIFACTS, Policy, judge
 from pipeline.scan.rescan import (
     combined,
     combined_gate,
     lookup_error,
     merged_states,
     platforms_to_scan,
+    report_all,
     report_dir,
     trivy_with,
+    worst,
 )
 from pipeline.scan.result import ScanResult, Target
 from pipeline.scan.tools import Finding, ImageSource, ScannerRun, Trivy
@@ -73,6 +75,8 @@ def test_the_gate_fails_when_any_platform_fails_naming_each() -> None:
         "linux/amd64": result("linux/amd64"),
         "linux/arm64": result("linux/arm64", ScannerRun("vuln", True, (CVE,), tool="trivy")),
     }
+    assert worst(results) == "linux/arm64"
+    assert worst({"linux/amd64": result("linux/amd64")}) == "linux/amd64"
     error = combined_gate(results)
     assert error is not None
     assert error.message == "image scan failed: linux/arm64: vuln failed (1: CVE-2018-18074)"
@@ -226,3 +230,38 @@ def test_through_ghcr_a_rescan_without_credentials_fails_in_one_line_not_scanned
     assert done.returncode == 0, done.stderr
     doc = json.loads((out / "scan.json").read_text())
     assert (doc["result"], sorted(doc["platforms"])) == ("passed", ["linux/amd64", "linux/arm64"])
+
+
+def test_a_multi_platform_rescan_writes_one_document_and_outputs_for_all(tmp_path: Path) -> None:
+    results = {
+        "linux/amd64": result("linux/amd64"),
+        "linux/arm64": result("linux/arm64", ScannerRun("vuln", True, (CVE,), tool="trivy")),
+    }
+    paths = {
+        p: {k: tmp_path / p.replace("/", "-") / f for k, f in ARTIFACTS.items()} for p in results
+    }
+    outputs, lines = tmp_path / "outputs", []
+    environ = {"GITHUB_OUTPUT": str(outputs)}
+    digest = "sha256:" + "a" * 64
+    report_all(
+        results,
+        paths,
+        tmp_path,
+        f"h/r@{digest}",
+        digest,
+        format="github",
+        environ=environ,
+        log=lines.append,
+    )
+    document = json.loads((tmp_path / "scan.json").read_text())
+    assert (document["result"], document["states"]["vuln"]) == ("failed", "failed")
+    assert document["counts"]["HIGH"] == 1
+    assert (tmp_path / "summary.md").read_text().count("## Image scan") == 2
+    text = outputs.read_text()
+    assert "result=failed\n" in text
+    assert "platforms=linux/amd64,linux/arm64\n" in text
+    assert f"sarif={tmp_path / 'linux-arm64' / 'scan.sarif'}\n" in text
+    assert lines[-1] == (
+        f"reports (linux/arm64): {paths['linux/arm64']['summary']}, "
+        f"{paths['linux/arm64']['json']}, {paths['linux/arm64']['sarif']}"
+    )
