@@ -60,10 +60,11 @@ def settings(c: Context, **overrides: Any) -> Settings:
 
 
 def flags(values: dict[str, Any], *drop: str) -> dict[str, Any]:
-    """A task's flags as a request's fields: the context and ``drop`` left out, lists as
-    tuples, the git flags as one ``RefFlags`` (``git``)."""
+    """A task's flags as a request's fields: the context, ``drop`` and unset flags left out
+    (the request's defaults stand), lists as tuples, the git flags as one ``RefFlags``."""
     out: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    out = {k: v for k, v in out.items() if k != "c" and k not in drop and not callable(v)}
+    out = {k: v for k, v in out.items() if v is not None and not callable(v)}
+    out = {k: v for k, v in out.items() if k != "c" and k not in drop}
     git = {k: out.pop(k) for k in GIT_FLAGS if k in out}
     return {**out, "git": RefFlags.of(**git)} if git else out
 

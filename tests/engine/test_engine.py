@@ -19,6 +19,7 @@ from pipeline.build.plan import BuildOptions
 from pipeline.build.progress import read_progress
 from pipeline.build.record import BuildRecord
 from pipeline.errors import EngineError
+from pipeline.oci.manifest import INDEX_TYPES
 
 pytest_plugins = ["fixtures_image"]
 
@@ -102,7 +103,7 @@ def test_the_base_resolves_through_the_daemons_mirror_to_its_index_digest() -> N
     base = resolve_base("python:3.11-slim", engine.daemon_info().mirrors)
     assert base.name == "docker.io/library/python:3.11-slim"
     assert base.digest == engine.index_digest(BASE_IN_MIRROR)
-    assert engine.raw_manifest(BASE_IN_MIRROR)["mediaType"] in engine.INDEX_TYPES
+    assert engine.raw_manifest(BASE_IN_MIRROR)["mediaType"] in INDEX_TYPES
 
 
 @pytest.mark.engine
