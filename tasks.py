@@ -169,6 +169,7 @@ def docker_merge(
     pr: int | None = None,
     image: str | None = None,
     record: str | None = None,
+    moving_tags: bool = True,
 ) -> None:
     """Merge per-platform digests into ONE tagged index (release tags immutable, moving last)."""
     from pipeline.release.merge import MergeRequest, merge_digests, merge_report
@@ -184,6 +185,27 @@ docker.add_task(tags)
 docker.add_task(docker_build)
 docker.add_task(docker_test)
 docker.add_task(docker_merge)
+
+
+@task(name="tag-moving", help=flags_help.TAG_MOVING)
+@edge
+def docker_tag_moving(
+    c: Context,
+    digest: str = "",
+    ref: str | None = None,
+    sha: str | None = None,
+    event: str | None = None,
+    pr: int | None = None,
+    image: str | None = None,
+) -> None:
+    """Write this ref's moving tags onto a digest, only once its cosign signature verifies."""
+    from pipeline.release.moving import MovingRequest, tag_moving_request
+
+    request = MovingRequest(**flags(locals(), "image"))
+    say(tag_moving_request(request, settings=settings(c, image=image), environ=os.environ))
+
+
+docker.add_task(docker_tag_moving)
 
 # --- docker: scan (docker.scan, docker.rescan) ---
 

@@ -51,6 +51,13 @@ MERGE = {
     "platform": "a platform the index must contain (repeatable; default: [tool.pipeline] "
     "platforms)",
     "record": "build record to write (default: [tool.pipeline] record)",
+    "moving_tags": "also write the moving tags (latest, 1.2, 1, develop...; default: yes); "
+    "--no-moving-tags writes only the immutable and unique tags: sign, then docker.tag-moving",
+    **REF,
+}
+
+TAG_MOVING = {
+    "digest": "the signed index, sha256:... (docker.merge --no-moving-tags printed it)",
     **REF,
 }
 

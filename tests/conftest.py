@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 # One project image per session (``built_image``), shared by every test that needs it.
-pytest_plugins = ["fixtures_image"]
+pytest_plugins = ["fixtures_image", "fixtures_ghcr"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = "127.0.0.1:5000"

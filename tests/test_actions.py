@@ -34,10 +34,6 @@ PENDING = {
     # Push the build record's local image (the one docker.test and docker.scan checked) by
     # digest only, no tag, and write build/digests/OS-ARCH for docker.merge.
     ("docker.push", "--by-digest"),
-    # Write the index's immutable and unique tags only; print digest=... (and GITHUB_OUTPUT).
-    ("docker.merge", "--no-moving-tags"),
-    # Write this ref's moving tags onto --digest in --image, refusing a digest that is unsigned.
-    ("docker.tag-moving", None),
 }
 
 INVOKE = re.compile(r"\buv run invoke\s+([a-z][\w.-]*)")

@@ -20,6 +20,10 @@ class CacheSpec:
     kind: str = "none"
 
 
+# Every cache export: all layers (max), and a cache outage never fails the build.
+EXPORT = {"mode": "max", "ignore-error": "true"}
+
+
 def cache_spec(
     value: str | None,
     *,
@@ -36,7 +40,9 @@ def cache_spec(
     """
     text = (value or "").strip()
     if not text:
-        gha = environ.get("ACTIONS_RUNTIME_TOKEN") and environ.get("ACTIONS_CACHE_URL")
+        # The cache service v1 gives ACTIONS_CACHE_URL, v2 ACTIONS_RESULTS_URL.
+        service = environ.get("ACTIONS_CACHE_URL") or environ.get("ACTIONS_RESULTS_URL")
+        gha = environ.get("ACTIONS_RUNTIME_TOKEN") and service
         text = "gha" if gha else f"local:{cache_dir}"
     if text in ("none", "off"):
         return CacheSpec()
@@ -45,7 +51,7 @@ def cache_spec(
         per_platform = [p.replace("/", "-") for p in platforms] or ["buildkit"]
         scopes = [scope] if scope else per_platform
         imports = tuple({"type": "gha", "scope": s} for s in scopes)
-        export = {"type": "gha", "scope": "+".join(scopes), "mode": "max"}
+        export = {"type": "gha", "scope": "+".join(scopes), **EXPORT}
         return CacheSpec(imports, export, "gha")
     if text.startswith("registry:"):
         ref = text.removeprefix("registry:").strip()
@@ -53,7 +59,7 @@ def cache_spec(
             raise UsageError(f"--cache {text!r}: expected registry:HOST/REPO:TAG")
         return CacheSpec(
             ({"type": "registry", "ref": ref},),
-            {"type": "registry", "ref": ref, "mode": "max"},
+            {"type": "registry", "ref": ref, **EXPORT},
             "registry",
         )
     if text.startswith("type="):
@@ -67,7 +73,7 @@ def cache_spec(
     imports = (
         ({"type": "local", "src": str(directory)},) if (directory / "index.json").exists() else ()
     )
-    return CacheSpec(imports, {"type": "local", "dest": str(directory), "mode": "max"}, "local")
+    return CacheSpec(imports, {"type": "local", "dest": str(directory), **EXPORT}, "local")
 
 
 def prune_local_cache(directory: Path, older_than: float) -> int:

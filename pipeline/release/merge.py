@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +246,13 @@ def _stage(
     return stored
 
 
+def fixed_only(record: BuildRecord) -> tuple[BuildRecord, list[str]]:
+    """The record without its moving tags (``latest``, ``1.2``, ``develop``...), and those."""
+    fixed = {*record.immutable, *record.unique}
+    later = [t for t in record.tags if t not in fixed]
+    return replace(record, tags=[t for t in record.tags if t in fixed], latest=False), later
+
+
 def merged_record(
     record: BuildRecord, result: MergeResult, labels: Mapping[str, str]
 ) -> BuildRecord:
@@ -270,17 +277,23 @@ def merge_to_record(
     latest_policy: str = "branch",
     compose: Composer | None = None,
     log: Log = print,
+    moving: bool = True,
 ) -> BuildRecord:
-    """``merge``, then write the record of the index to ``record_path``."""
+    """``merge``, then write the record of the index to ``record_path``; ``moving=False``
+    (``--no-moving-tags``) writes the immutable and unique tags only: ``docker.tag-moving``
+    writes the rest once the index is signed."""
+    tagged, later = (record, []) if moving else fixed_only(record)
     result = merge(
-        record,
+        tagged,
         sources,
         client,
         compose=compose or imagetools_composer(),
         expected=expected,
-        latest_policy=latest_policy,
+        latest_policy=latest_policy if moving else "branch",
         log=log,
     )
+    if later:
+        log(f"not moving {', '.join(later)} yet: `docker.tag-moving` writes them once signed")
     repo = parse_reference(record.image).repository
     labels: dict[str, Any] = {}
     try:
@@ -302,6 +315,7 @@ class MergeRequest:
     platform: tuple[str, ...] = ()
     record: str | None = None
     git: RefFlags = field(default_factory=RefFlags)
+    moving_tags: bool = True  # False: immutable and unique tags only (docker.tag-moving later)
 
 
 def merge_digests(
@@ -328,6 +342,7 @@ def merge_digests(
         record_path=root / (request.record or settings.record),
         expected=expected,
         latest_policy=settings.tags.latest,
+        moving=request.moving_tags,
     )
 
 

@@ -243,9 +243,11 @@ def execute(
     *,
     yes: bool,
     log: Log = print,
+    delete: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Print the plan; with ``yes``, delete its digests (after re-checking that no environment
-    or release tag moved onto one of them). Returns the deleted digests."""
+    or release tag moved onto one of them) through ``delete`` (default: the registry API's
+    DELETE; ghcr.io: ``pipeline.registry.ghcr.deleter_for``). Returns the deleted digests."""
     for decision in result.decisions:
         if decision.delete:
             verb = "delete" if yes else "would delete"
@@ -266,7 +268,10 @@ def execute(
                 f"{digest} is now pointed at by a release or environment tag: stopped",
                 hint="run the prune again",
             )
-        client.delete_manifest(repository, digest)
+        if delete is None:
+            client.delete_manifest(repository, digest)
+        else:
+            delete(digest)
         deleted.append(digest)
     log(f"deleted {len(deleted)} digest(s)")
     return deleted
@@ -298,12 +303,20 @@ def prune_images(request: PruneRequest, *, settings: Settings, environ: Mapping[
     """``docker.prune``: gather the repository's tags, plan by the retention, print the plan
     and (``yes``) delete. Releases and environments are never deleted."""
     from pipeline.registry.client import client_for
+    from pipeline.registry.ghcr import deleter_for
     from pipeline.release.promote import environments
 
     envs = environments(settings.extra.get("environments"))
     retention = Retention(request.keep, request.days, envs)
     target = parse_reference(request.image or settings.image)
     client = client_for(target.host, extra=settings.extra, environ=environ)
+    # ghcr.io deletes through the Packages API; the dry run plans the same on every registry.
+    how = deleter_for(
+        client, target.repository, extra=settings.extra, environ=environ, deleting=request.yes
+    )
+    delete = how.delete if request.yes else None
     tags, created = gather(client, target.repository, retention.environments)
     result = plan(tags, created, retention, datetime.now(UTC))
-    execute(client, target.repository, result, retention, yes=request.yes)
+    if request.yes:
+        print(how.describe)
+    execute(client, target.repository, result, retention, yes=request.yes, delete=delete)

@@ -21,7 +21,7 @@ from pipeline.gitref import RefFlags
 from pipeline.oci.reference import parse_reference
 from pipeline.release.prune import Log
 from pipeline.release.steps import Step, StepResult, Summary, plan_steps, run_steps, should_push
-from pipeline.release.summary import scan_text
+from pipeline.release.summary import scan_counts, scan_text
 
 if TYPE_CHECKING:
     from pipeline.gitref import ReleaseContext
@@ -229,9 +229,7 @@ def _scan_step(plan: PublishPlan, summary: Summary) -> dict[str, Any]:
         if document.exists():
             data = read_result(document)
             summary.scan = scan_text(data)
-            summary.scan_counts = {
-                str(k): int(v) for k, v in dict(data.get("counts") or {}).items()
-            }
+            summary.scan_counts = scan_counts(data)
     return {"scan": summary.scan}
 
 

@@ -55,12 +55,25 @@ def scan_text(document: Mapping[str, Any]) -> str:
     """One line from a ``scan.json``: ``passed (CRITICAL 0, HIGH 2, ...)``; never "clean" when
     a scanner did not run."""
     result = str(document.get("result", "unknown"))
-    counts = document.get("counts") or {}
-    parts = [f"{k} {v}" for k, v in counts.items() if v] or ["no findings"]
-    states = document.get("states") or {}
-    skipped = sorted(k for k, v in states.items() if v == "not scanned")
-    note = f"; not scanned: {', '.join(skipped)}" if skipped else ""
-    return f"{result} ({', '.join(parts)}{note})"
+    found = ", ".join(f"{k} {v}" for k, v in (document.get("counts") or {}).items() if v)
+    skipped = not_scanned(document)
+    parts = [found] if found else ([] if skipped else ["no findings"])
+    if skipped:
+        parts.append(f"not scanned: {', '.join(skipped)}")
+    return f"{result} ({'; '.join(parts)})"
+
+
+def not_scanned(document: Mapping[str, Any]) -> list[str]:
+    """The scanners of a ``scan.json`` that did not run."""
+    return sorted(k for k, v in dict(document.get("states") or {}).items() if v == "not scanned")
+
+
+def scan_counts(document: Mapping[str, Any]) -> dict[str, int] | None:
+    """The counts a history entry keeps: None ("not scanned", never zeros) when a scanner did
+    not run."""
+    if not_scanned(document) or "counts" not in document:
+        return None
+    return {str(k): int(v) for k, v in dict(document["counts"]).items()}
 
 
 def outputs(summary: Summary, summary_path: str = "") -> dict[str, str]:

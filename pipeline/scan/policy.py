@@ -290,9 +290,19 @@ def _verdict(
 # --- platforms and references ---
 
 
-def scan_settings(extra: Mapping[str, Any]) -> dict[str, Any]:
+def default_require(value: Any, *, ci: bool) -> str:
+    """``require`` fails closed: missing or ``auto`` is ``vuln`` (a publish whose vulnerability
+    scan did not run fails), and every scanner (``all``) in CI; anything else as given (``""``
+    or ``none``: the explicit opt-out)."""
+    if value is None or str(value).strip().lower() == "auto":
+        return "all" if ci else "vuln"
+    return str(value)
+
+
+def scan_settings(extra: Mapping[str, Any], *, ci: bool = False) -> dict[str, Any]:
     """``[tool.pipeline.scan]`` (from ``Settings.extra``) with defaults: severity, ignore_unfixed,
-    require, ignore_file, output_dir, db_dir, db_update."""
+    require (``default_require``; ``ci``: in GitHub Actions), ignore_file, output_dir, db_dir,
+    db_update."""
     try:  # a table, or Invoke's proxy of one
         raw = dict(extra.get("scan") or {})
     except (TypeError, ValueError):
@@ -314,7 +324,7 @@ def scan_settings(extra: Mapping[str, Any]) -> dict[str, Any]:
         "ignore_unfixed": parse_bool(
             raw.get("ignore_unfixed", True), "[tool.pipeline.scan] ignore_unfixed"
         ),
-        "require": raw.get("require", ""),
+        "require": default_require(raw.get("require"), ci=ci),
         "ignore_file": str(raw.get("ignore_file", ".scanignore.toml")),
         "output_dir": str(raw.get("output_dir", "build/scan")),
         "db_dir": str(raw.get("db_dir", "")),

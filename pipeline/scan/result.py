@@ -11,7 +11,7 @@ from typing import Any
 
 from pipeline.errors import GateError, UsageError
 from pipeline.scan.policy import FAILED, NOT_SCANNED, Policy, State, Verdict
-from pipeline.scan.tools import SEVERITIES, Finding
+from pipeline.scan.tools import SCANNERS, SEVERITIES, Finding
 
 SCHEMA = 1
 
@@ -145,8 +145,11 @@ def gate_error(result: ScanResult) -> GateError | None:
         hints.append(
             "fix the image, or accept a finding in the ignore file with a reason and an expiry"
         )
-    if any(v.state == NOT_SCANNED for v in blocking):
+    missing = {v.scanner for v in blocking if v.state == NOT_SCANNED}
+    if missing:
+        rest = ",".join(s for s in SCANNERS if s in result.policy.require - missing) or "none"
         hints.append(
-            "make the scanner run (e.g. --db-dir with a Trivy database) or drop it from --require"
+            "make the scanner run (e.g. --db-dir with a Trivy database), or opt out explicitly: "
+            f'--require {rest} (or [tool.pipeline.scan] require = "{rest}")'
         )
     return GateError(f"image scan failed: {'; '.join(parts)}", hint="; ".join(hints))

@@ -21,7 +21,7 @@ from pipeline.config import Settings
 from pipeline.errors import ScannerError, UsageError
 from pipeline.github import report_to_github
 from pipeline.oci.platform import pick_platform
-from pipeline.oci.reference import is_loopback, parse_reference
+from pipeline.oci.reference import parse_reference
 from pipeline.proc import find_tool
 from pipeline.scan import policy as sc
 from pipeline.scan.policy import ARTIFACTS, IgnoreEntry, Policy, judge
@@ -77,7 +77,7 @@ def run_scan(
         raise UsageError(f"--format {request.format!r}: expected text, json or github")
     if request.format == "github" and not environ.get("GITHUB_OUTPUT"):
         raise UsageError("--format github: GITHUB_OUTPUT is not set")
-    conf = sc.scan_settings(settings.extra)
+    conf = sc.scan_settings(settings.extra, ci=environ.get("GITHUB_ACTIONS") == "true")
     out = Path(request.output_dir or conf["output_dir"])
     moment = now or dt.datetime.now(dt.UTC)
     common: dict[str, Any] = {
@@ -94,12 +94,11 @@ def run_scan(
         "today": moment.date(),
         "now": utc_stamp(moment),
     }
-    host = request.platform or engine.daemon_info().platform
     policy = scan_policy(request, conf)
     if request.remote:
-        result = _scan_remote(request.target, policy, host, common)
-    else:
-        result = _scan_built(settings, policy, host, find_tool("hadolint", bin_dir), common)
+        return _rescan(request, policy, common, settings, environ, log)
+    host = request.platform or engine.daemon_info().platform
+    result = _scan_built(settings, policy, host, find_tool("hadolint", bin_dir), common)
     _report(result, write_reports(result, out), request.format, environ, log)
     failure = gate_error(result)
     if failure is not None:
@@ -118,19 +117,40 @@ def scan_policy(request: ScanRequest, conf: Mapping[str, Any]) -> Policy:
     )
 
 
-def _scan_remote(target: str, policy: Policy, host: str, common: dict[str, Any]) -> ScanResult:
-    """A pushed image, by the digest its tag holds now."""
-    digest, platforms = engine.remote_digest(target)
-    pinned = parse_reference(target).with_digest(digest)
-    return scan_image(
-        str(pinned),
+def _rescan(
+    request: ScanRequest,
+    policy: Policy,
+    common: dict[str, Any],
+    settings: Settings,
+    environ: Mapping[str, str],
+    log: Log,
+) -> ScanResult:
+    """A pushed image, logged in, every platform of its index (``pipeline.scan.rescan``)."""
+    from pipeline.registry.retry import retry_policy
+    from pipeline.scan import rescan as rs
+
+    results, paths, pinned, digest = rs.rescan(
+        request.target,
         policy,
-        source="remote",
-        insecure=is_loopback(pinned.host),
-        digest=digest,
-        platform=pick_platform(platforms, host),
-        **common,
+        common,
+        platform=request.platform,
+        environ=environ,
+        retry=retry_policy(settings.extra, environ),
+        scan=scan_image,
     )
+    if len(results) == 1:
+        [(platform, result)] = results.items()
+        _report(result, paths[platform], request.format, environ, log)
+        failure = gate_error(result)
+    else:
+        out = common["output_dir"]
+        rs.report_all(
+            results, paths, out, pinned, digest, format=request.format, environ=environ, log=log
+        )
+        failure = rs.combined_gate(results)
+    if failure is not None:
+        raise failure
+    return results[rs.worst(results)]
 
 
 def _scan_built(

@@ -96,7 +96,9 @@ def test_a_platform_that_is_not_os_arch_is_a_usage_error(bad: str) -> None:
 def test_the_default_cache_is_the_local_directory_exported_in_max_mode(tmp_path: Path) -> None:
     spec = cache_spec(None, cache_dir=tmp_path / "cache", environ={})
     assert spec == CacheSpec(
-        (), {"type": "local", "dest": str(tmp_path / "cache"), "mode": "max"}, "local"
+        (),
+        {"type": "local", "dest": str(tmp_path / "cache"), "mode": "max", "ignore-error": "true"},
+        "local",
     )
 
 
@@ -104,7 +106,12 @@ def test_a_local_cache_that_exists_is_imported_too(tmp_path: Path) -> None:
     (tmp_path / "index.json").write_text("{}")
     spec = cache_spec(f"local:{tmp_path}", cache_dir=Path("unused"), environ={})
     assert spec.imports == ({"type": "local", "src": str(tmp_path)},)
-    assert spec.export == {"type": "local", "dest": str(tmp_path), "mode": "max"}
+    assert spec.export == {
+        "type": "local",
+        "dest": str(tmp_path),
+        "mode": "max",
+        "ignore-error": "true",
+    }
 
 
 @pytest.mark.parametrize(
@@ -115,7 +122,7 @@ def test_a_local_cache_that_exists_is_imported_too(tmp_path: Path) -> None:
             {"ACTIONS_RUNTIME_TOKEN": "t", "ACTIONS_CACHE_URL": "https://cache/"},
             CacheSpec(
                 ({"type": "gha", "scope": "linux-arm64"},),
-                {"type": "gha", "scope": "linux-arm64", "mode": "max"},
+                {"type": "gha", "scope": "linux-arm64", "mode": "max", "ignore-error": "true"},
                 "gha",
             ),
         ),
@@ -124,7 +131,7 @@ def test_a_local_cache_that_exists_is_imported_too(tmp_path: Path) -> None:
             {},
             CacheSpec(
                 ({"type": "gha", "scope": "pr-42"},),
-                {"type": "gha", "scope": "pr-42", "mode": "max"},
+                {"type": "gha", "scope": "pr-42", "mode": "max", "ignore-error": "true"},
                 "gha",
             ),
         ),
@@ -133,12 +140,35 @@ def test_a_local_cache_that_exists_is_imported_too(tmp_path: Path) -> None:
             {"ACTIONS_RUNTIME_TOKEN": "t", "ACTIONS_CACHE_URL": "https://cache/"},
             CacheSpec(
                 ({"type": "registry", "ref": "127.0.0.1:5000/acme/gw:cache"},),
-                {"type": "registry", "ref": "127.0.0.1:5000/acme/gw:cache", "mode": "max"},
+                {
+                    "type": "registry",
+                    "ref": "127.0.0.1:5000/acme/gw:cache",
+                    "mode": "max",
+                    "ignore-error": "true",
+                },
                 "registry",
             ),
         ),
         ("none", {}, CacheSpec()),
         ("off", {"ACTIONS_RUNTIME_TOKEN": "t", "ACTIONS_CACHE_URL": "u"}, CacheSpec()),
+        (
+            None,
+            {"ACTIONS_RUNTIME_TOKEN": "t", "ACTIONS_RESULTS_URL": "https://results/"},
+            CacheSpec(
+                ({"type": "gha", "scope": "linux-arm64"},),
+                {"type": "gha", "scope": "linux-arm64", "mode": "max", "ignore-error": "true"},
+                "gha",
+            ),
+        ),
+        (
+            None,
+            {"ACTIONS_RESULTS_URL": "https://results/"},
+            CacheSpec(
+                (),
+                {"type": "local", "dest": "/c", "mode": "max", "ignore-error": "true"},
+                "local",
+            ),
+        ),
     ],
 )
 def test_cache_flags_become_cache_from_and_cache_to(
@@ -155,7 +185,12 @@ def test_a_multi_platform_build_reads_every_platforms_gha_scope() -> None:
         {"type": "gha", "scope": "linux-amd64"},
         {"type": "gha", "scope": "linux-arm64"},
     )
-    assert spec.export == {"type": "gha", "scope": "linux-amd64+linux-arm64", "mode": "max"}
+    assert spec.export == {
+        "type": "gha",
+        "scope": "linux-amd64+linux-arm64",
+        "mode": "max",
+        "ignore-error": "true",
+    }
 
 
 def test_the_gha_cache_needs_both_runtime_variables() -> None:
@@ -301,7 +336,12 @@ def test_builder_cache_and_no_cache_reach_buildx(tmp_path: Path) -> None:
     assert options["builder"] == "k8s"
     assert options["cache"] is False
     assert options["cache_from"] == [{"type": "registry", "ref": "r/x:cache"}]
-    assert options["cache_to"] == {"type": "registry", "ref": "r/x:cache", "mode": "max"}
+    assert options["cache_to"] == {
+        "type": "registry",
+        "ref": "r/x:cache",
+        "mode": "max",
+        "ignore-error": "true",
+    }
 
 
 def test_the_base_cannot_be_overridden_by_a_build_arg() -> None:

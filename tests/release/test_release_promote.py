@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from faultproxy import cosign_keys, push_image
+from fixtures_ghcr import Remote
 
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Reference, parse_reference
@@ -172,16 +173,23 @@ def run_task(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.fixture
+def remote_repo(remote: Remote, tmp_path: Path) -> tuple[Reference, list[str]]:
+    """``repo`` on registry:2, then on the ghcr.io model."""
+    digests = [push_image(f"{remote.ref}:build-{n}", tmp_path) for n in range(3)]
+    return parse_reference(remote.ref), digests
+
+
 @pytest.mark.engine
 def test_the_tasks_promote_signed_digests_and_roll_back_with_cosign(
-    repo: tuple[Reference, list[str]], tmp_path: Path
+    remote: Remote, remote_repo: tuple[Reference, list[str]], tmp_path: Path
 ) -> None:
-    image, (a, b, c) = repo
+    image, (a, b, c) = remote_repo
     keys = cosign_keys(tmp_path / "keys")
-    config = config_from_env(keys)
+    config = config_from_env({**remote.env, **keys})
     sign(image.with_digest(a), config)
     sign(image.with_digest(b), config)
-    public = {"COSIGN_PUBLIC_KEY": keys["COSIGN_PUBLIC_KEY"]}
+    public = {**remote.env, "COSIGN_PUBLIC_KEY": keys["COSIGN_PUBLIC_KEY"]}
     name = image.name
     first = run_task(
         "docker.promote", "--to", "production", "--ref", a, "--image", name, env=public
@@ -218,5 +226,5 @@ def test_the_tasks_promote_signed_digests_and_roll_back_with_cosign(
     assert unknown.stderr == (
         f"error: {name}: nope is not in the repository: pass a tag or digest that was pushed\n"
     )
-    client = RegistryClient(image.host, retry=FAST)
+    client = remote.client(FAST)
     assert client.digest(image.repository, "production") == a

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from faultproxy import push_image
+from fixtures_ghcr import Remote
+from ghcr_model import GhcrModel
 
 from pipeline.errors import UsageError
-from pipeline.oci.reference import parse_reference
-from pipeline.registry.client import RegistryClient
 from pipeline.registry.retry import RetryPolicy
 from pipeline.release.prune import Kind, Retention, classify, created_at, plan
 
@@ -132,22 +132,24 @@ def iso(days_ago: int) -> str:
 
 @pytest.mark.engine
 def test_prune_is_a_dry_run_by_default_then_deletes_exactly_the_plan(
-    registry: str, scratch_repo: str, tmp_path: Path
+    remote: Remote, tmp_path: Path
 ) -> None:
-    client = RegistryClient(registry, retry=FAST)
-    repo = parse_reference(scratch_repo).repository
+    """On registry:2 through the registry API; on the ghcr.io model through the Packages API
+    (its /v2/ DELETE answers 405), with the same plan."""
+    client = remote.client(FAST)
+    repo = remote.repository
     digests = {}
     for name, age in [("main-0000001", 50), ("main-0000002", 3), ("main-0000003", 2), ("pr-9", 45)]:
         label = {"org.opencontainers.image.created": iso(age)}
-        digests[name] = push_image(f"{scratch_repo}:{name}", tmp_path, labels=label)
+        digests[name] = push_image(f"{remote.ref}:{name}", tmp_path, labels=label)
     index = client.manifest(repo, "main-0000001")
     client.put_manifest(repo, "production", client.manifest(repo, "main-0000002"))
     client.put_manifest(repo, "v1.0.0", client.manifest(repo, "main-0000003"))
     before = {t: client.digest(repo, t) for t in client.tags(repo)}
 
     def task(*args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "invoke", "docker.prune", "--image", scratch_repo, *args]
-        return subprocess.run(argv, cwd=ROOT, env=os.environ, capture_output=True, text=True)
+        argv = [sys.executable, "-m", "invoke", "docker.prune", "--image", remote.ref, *args]
+        return subprocess.run(argv, cwd=ROOT, env=remote.env, capture_output=True, text=True)
 
     dry = task("--keep", "1", "--days", "30")
     assert dry.returncode == 0, dry.stderr
@@ -160,6 +162,14 @@ def test_prune_is_a_dry_run_by_default_then_deletes_exactly_the_plan(
 
     real = task("--keep", "1", "--days", "30", "--yes")
     assert real.returncode == 0, real.stderr
+    assert (
+        real.stdout.splitlines()[0]
+        == {
+            "registry": f"deleting through the registry API ({remote.ref})",
+            "ghcr": f"deleting through the GitHub Packages API (package {repo.split('/', 1)[1]} "
+            f"on {remote.host})",
+        }[remote.kind]
+    )
     assert real.stdout.splitlines()[-1] == "deleted 2 digest(s)"
     after = {t: client.digest(repo, t) for t in client.tags(repo)}
     assert after == {
@@ -168,3 +178,20 @@ def test_prune_is_a_dry_run_by_default_then_deletes_exactly_the_plan(
         "main-0000003": digests["main-0000003"],
         "v1.0.0": digests["main-0000003"],
     }
+    if remote.model is not None:
+        assert remote.model.v2_deletes == 0
+        assert len(remote.model.api_deletes) == 2
+
+
+@pytest.mark.engine
+def test_prune_on_ghcr_without_github_token_exits_2_before_deleting(ghcr: GhcrModel) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "REGISTRY_PASSWORD")}
+    env |= {"INVOKE_DOCKER_REGISTRY_API": "ghcr"}
+    argv = [sys.executable, "-m", "invoke", "docker.prune", "--image", f"{ghcr.host}/test/x"]
+    done = subprocess.run([*argv, "--yes"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: {ghcr.host} deletes through the GitHub Packages API: GITHUB_TOKEN is not set:"
+        " set GITHUB_TOKEN or REGISTRY_PASSWORD (in Actions: `permissions: packages: write`)"
+    )
+    assert ghcr.requests == []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy, build_image, remove_images
+from fixtures_ghcr import Remote, docker_config
 
 from pipeline.build.record import BuildRecord
 from pipeline.engine.transfer import docker_cli
@@ -494,3 +495,27 @@ def test_a_push_and_its_signature_get_through_a_flaky_registry(
         f"sha256-{local[7:]}.sig": direct.digest(name, f"sha256-{local[7:]}.sig"),
     }
     assert verify(parse_reference(f"127.0.0.1:5000/{name}").with_digest(local), signing)
+
+
+@pytest.mark.engine
+def test_the_push_task_logs_in_and_pushes_one_index_to_registry_2_and_to_ghcr(
+    remote: Remote, tmp_path: Path, images: list[str]
+) -> None:
+    """Through the ghcr.io model the task's own login (REGISTRY_USERNAME/PASSWORD, the password
+    on stdin) is the only way in: a fresh DOCKER_CONFIG holds nothing."""
+    record = branch(remote.ref)
+    local = built(record, tmp_path, images)
+    path = tmp_path / "image.toml"
+    record.write(path)
+    env = {**remote.env, "DOCKER_CONFIG": str(docker_config(tmp_path / "fresh"))}
+    done = invoke("docker.push", "--record", str(path), env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-3:] == [
+        f"digest={local}",
+        "platforms=linux/amd64,linux/arm64",
+        "tags=main-abc1234,latest",
+    ]
+    client = remote.client(FAST)
+    assert tags_of(client, remote.repository) == {"latest": local, "main-abc1234": local}
+    if remote.model is not None:
+        assert remote.model.token not in done.stdout + done.stderr

@@ -229,6 +229,42 @@ def test_a_required_scanner_not_scanned_explains_itself_in_the_gate_error() -> N
     assert error.message == (
         "image scan failed: vuln not scanned but required (no vulnerability database)"
     )
+    assert error.hint == (
+        "make the scanner run (e.g. --db-dir with a Trivy database), or opt out explicitly: "
+        "--require secret,config,dockerfile,sbom (or [tool.pipeline.scan] require = "
+        '"secret,config,dockerfile,sbom")'
+    )
+
+
+def test_the_default_requirement_fails_a_scan_without_vulnerabilities_naming_the_opt_out() -> None:
+    runs = clean_runs(vuln=ScannerRun.not_scanned("vuln", "no vulnerability database"))
+    require = parse_require(scan_settings({})["require"])
+    error = gate_error(result_of(runs, Policy(require=require)))
+    assert isinstance(error, GateError)
+    assert error.one_line() == (
+        "image scan failed: vuln not scanned but required (no vulnerability database): make the "
+        "scanner run (e.g. --db-dir with a Trivy database), or opt out explicitly: --require "
+        'none (or [tool.pipeline.scan] require = "none")'
+    )
+    assert gate_error(result_of(runs, Policy(require=parse_require("none")))) is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "ci", "require"),
+    [
+        ({}, False, "vuln"),
+        ({}, True, "all"),
+        ({"require": "auto"}, False, "vuln"),
+        ({"require": "AUTO"}, True, "all"),
+        ({"require": ""}, True, ""),
+        ({"require": "none"}, False, "none"),
+        ({"require": "vuln,secret"}, True, "vuln,secret"),
+    ],
+)
+def test_the_scan_requirement_fails_closed_by_default_and_requires_everything_in_ci(
+    setting: dict[str, str], ci: bool, require: str
+) -> None:
+    assert scan_settings({"scan": setting}, ci=ci)["require"] == require
 
 
 def test_the_result_json_carries_states_counts_and_policy() -> None:
@@ -296,7 +332,7 @@ def test_scan_settings_default_to_the_documented_values() -> None:
     assert scan_settings({}) == {
         "severity": "HIGH,CRITICAL",
         "ignore_unfixed": True,
-        "require": "",
+        "require": "vuln",
         "ignore_file": ".scanignore.toml",
         "output_dir": "build/scan",
         "db_dir": "",
