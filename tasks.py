@@ -533,16 +533,23 @@ def bench_tags(c: Context, runs: int = 20) -> None:
 @task(name="gateway", help=flags_help.BENCH_GATEWAY)
 @edge
 def bench_gateway(
-    c: Context, seconds: float = 5, connections: int = 64, container: bool = True, rounds: int = 3
+    c: Context,
+    seconds: float = 0,
+    connections: int = 0,
+    container: bool = True,
+    rounds: int = 0,
+    workers: str = "",
+    threads: int = 4,
 ) -> None:
     """Load the gateway, nginx and plain Python proxies with wrk; print req/s, latency, ratios.
 
-    The gateway runs with 1 and 2 workers, in and out of its container; every target proxies to
-    one upstream on 127.0.0.1. Also printed: the CPU per request of the proxy and of the load
-    (wrk and the upstream), and the 2w/1w ceiling those allow on this machine's CPUs."""
+    Without --workers: the gateway with 1 and 2 workers, in and out of its container, nginx and
+    Python proxies, with the CPU per request of the proxy and the load. With --workers 1,2,4,8
+    (a machine with CPUs to spare): each worker count and one nginx worker, the load pinned to
+    CPUs apart from the proxy, with each p99/p50 and the scaling ratios."""
     from pipeline.bench.gateway import GatewayBench, bench_gateway
 
-    request = GatewayBench(float(seconds), int(connections), container, int(rounds))
+    request = GatewayBench(seconds, connections, container, rounds, workers, threads)
     print(bench_gateway(request, Path(settings(c).record)))
 
 

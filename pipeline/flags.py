@@ -176,10 +176,14 @@ LINT_DOCKERFILE = {"dockerfile": "the Dockerfile (default: [tool.pipeline])"}
 BENCH_TAGS = {"runs": "timed runs after one warm-up, for each figure (default 20)"}
 
 BENCH_GATEWAY = {
-    "seconds": "seconds of wrk load per target (default 5)",
-    "connections": "concurrent connections (default 64)",
+    "seconds": "seconds of wrk load per target (default 5; 10 with --workers)",
+    "connections": "concurrent connections (default 64; 256 with --workers)",
     "container": "also run the gateway in the built image (build record) for the ratio",
-    "rounds": "interleaved passes over every target; each figure is the median (default 3)",
+    "rounds": "interleaved passes over every target; each figure is the median "
+    "(default 3; 2 with --workers)",
+    "workers": "scaling mode: worker counts, e.g. 1,2,4,8; the proxy gets CPUs of its own, wrk "
+    "and the upstream the others (needs more CPUs than the largest count)",
+    "threads": "wrk threads in the scaling mode (default 4)",
 }
 
 BENCH_BUILD = {"starts": "container starts timed for start-to-healthy (default 5)"}

@@ -24,19 +24,23 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.bench.figures import Result, combine
+from pipeline.bench.processes import Processes, free_port, nginx_conf, wait_http
+from pipeline.bench.scaling import (
+    CpuPlan,
+    ScalingBench,
+    format_scaling,
+    parse_workers,
+    plan_cpus,
+)
 from pipeline.bench.wrk import API_KEY, wrk
 from pipeline.errors import PipelineError, UsageError
 
@@ -50,92 +54,6 @@ MINIMAL_NOTE = "stdlib asyncio streams; minimal: no XFF/request id/chunked"
 
 
 # -- processes ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_http(url: str, timeout: float = 15.0, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            request = urllib.request.Request(url, headers=headers or {})
-            with urllib.request.urlopen(request, timeout=2) as response:
-                response.read()
-                return
-        except Exception as exc:  # not up yet
-            last = exc
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
-
-
-class Processes:
-    """Processes started by the benchmark; all are stopped by ``stop_all``."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self, argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
-        self.procs.clear()
-
-
-def _nginx_conf(workdir: Path, server: str) -> Path:
-    conf = workdir / f"nginx-{abs(hash(server))}.conf"
-    conf.write_text(
-        textwrap.dedent(
-            f"""\
-            daemon off;
-            master_process off;
-            worker_processes 1;
-            pid {workdir}/nginx-{abs(hash(server))}.pid;
-            error_log {workdir}/nginx-error.log error;
-            events {{ worker_connections 4096; }}
-            http {{
-              access_log off;
-              client_body_temp_path {workdir}/body;
-              proxy_temp_path {workdir}/proxy;
-              fastcgi_temp_path {workdir}/fastcgi;
-              uwsgi_temp_path {workdir}/uwsgi;
-              scgi_temp_path {workdir}/scgi;
-              keepalive_requests 1000000;
-              {server}
-            }}
-            """
-        )
-    )
-    return conf
 
 
 def gateway_config(workdir: Path, port: int, upstream_port: int) -> Path:
@@ -196,13 +114,25 @@ def run(
 
 @dataclass(frozen=True)
 class _Load:
-    """One round's fixed parts: where it runs, the upstream's port, and the wrk load."""
+    """One round's fixed parts: where it runs, the upstream's port, and the wrk load (its
+    threads and, in the scaling mode, the CPUs wrk and the upstream are pinned to)."""
 
     procs: Processes
     workdir: Path
     up_port: int
     seconds: float
     connections: int
+    threads: int = 2
+    wrk_cpus: tuple[int, ...] = ()
+    upstream_cpus: tuple[int, ...] = ()
+
+    def wrk(
+        self, label: str, url: str, note: str = "", pid: int | None = None, up: int | None = None
+    ) -> Result:
+        """wrk against ``url`` with this round's load; ``pid``/``up``: the proxy's and the
+        upstream's processes, for CPU per request."""
+        conn, threads, cpus = self.connections, self.threads, self.wrk_cpus
+        return wrk(label, url, self.seconds, conn, note, pid, up, threads=threads, cpus=cpus)
 
 
 def _one_round(seconds: float, connections: int, image: str | None) -> list[Result]:
@@ -228,49 +158,56 @@ def _one_round(seconds: float, connections: int, image: str | None) -> list[Resu
 
 
 def _start_upstream(load: _Load, nginx: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    """nginx returning a fixed body when it is installed, else the Python upstream."""
+    """nginx returning a fixed body when it is installed (a worker per upstream CPU), else
+    the Python upstream."""
+    cpus = load.upstream_cpus
     if nginx:
         server = (
             f"server {{ listen 127.0.0.1:{load.up_port}; "
             f'location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }} }}'
         )
-        conf = _nginx_conf(load.workdir, server)
-        upstream = load.procs.start([nginx, "-c", str(conf), "-e", "stderr"])
+        conf = nginx_conf(load.workdir, server, workers=max(1, len(load.upstream_cpus)))
+        upstream = load.procs.start([nginx, "-c", str(conf), "-e", "stderr"], cpus=cpus)
         note = "upstream: nginx"
     else:
         argv = [sys.executable, str(PROGRAMS / "upstream.py"), str(load.up_port), BODY]
-        upstream = load.procs.start(argv)
+        upstream = load.procs.start(argv, cpus=cpus)
         note = "upstream: python"
     wait_http(f"http://127.0.0.1:{load.up_port}/")
     return upstream, note
 
 
-def _gateway(load: _Load, workers: int, note: str, upstream_pid: int) -> Result:
+def _gateway(
+    load: _Load, workers: int, note: str, upstream_pid: int, cpus: Sequence[int] = ()
+) -> Result:
     port = free_port()
     cfg = gateway_config(load.workdir, port, load.up_port)
     argv = [sys.executable, "-m", "gateway", "--config", str(cfg), "--workers", str(workers)]
-    proc = load.procs.start(argv, cwd=ROOT)
+    proc = load.procs.start(argv, cwd=ROOT, cpus=cpus)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         url = f"http://127.0.0.1:{port}/"
         label = f"gateway-{workers}w"
-        return wrk(label, url, load.seconds, load.connections, note, proc.pid, upstream_pid)
+        return load.wrk(label, url, note, proc.pid, upstream_pid)
     finally:
         load.procs.stop(proc)
 
 
-def _nginx_proxy(load: _Load, nginx: str) -> Result:
+def _nginx_proxy(
+    load: _Load, nginx: str, label: str = "nginx-proxy", cpus: Sequence[int] = ()
+) -> Result:
     port = free_port()
     server = (
         f"upstream up {{ server 127.0.0.1:{load.up_port}; keepalive 128; }} "
         f"server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; "
         'proxy_http_version 1.1; proxy_set_header Connection ""; } }'
     )
-    proc = load.procs.start([nginx, "-c", str(_nginx_conf(load.workdir, server)), "-e", "stderr"])
+    conf = nginx_conf(load.workdir, server)
+    proc = load.procs.start([nginx, "-c", str(conf), "-e", "stderr"], cpus=cpus)
     try:
         wait_http(f"http://127.0.0.1:{port}/")
         url = f"http://127.0.0.1:{port}/"
-        return wrk("nginx-proxy", url, load.seconds, load.connections, pid=proc.pid)
+        return load.wrk(label, url, pid=proc.pid)
     finally:
         load.procs.stop(proc)
 
@@ -284,7 +221,7 @@ def _python_proxies(load: _Load) -> list[Result]:
         try:
             wait_http(f"http://127.0.0.1:{port}/")
             url = f"http://127.0.0.1:{port}/"
-            results.append(wrk(label, url, load.seconds, load.connections, note, pid=proc.pid))
+            results.append(load.wrk(label, url, note, pid=proc.pid))
         finally:
             load.procs.stop(proc)
     return results
@@ -338,20 +275,68 @@ def _container(
 
 @dataclass(frozen=True)
 class GatewayBench:
-    """The flags of ``bench.gateway``."""
+    """The flags of ``bench.gateway``; 0 is the mode's default. ``workers`` (e.g. "1,2,4,8")
+    selects the scaling mode."""
 
-    seconds: float = 5
-    connections: int = 64
+    seconds: float = 0
+    connections: int = 0
     container: bool = True
-    rounds: int = 3
+    rounds: int = 0
+    workers: str = ""
+    threads: int = 4
 
 
 def bench_gateway(request: GatewayBench, record_path: Path) -> str:
     """``bench.gateway``: every target (the gateway in the recorded image too, unless told
-    not to), as the table of figures and ratios."""
+    not to), as the table of figures and ratios; with ``workers``, the scaling mode."""
     from pipeline.bench.figures import format_table
     from pipeline.build.record import BuildRecord
 
+    if request.workers:
+        counts = parse_workers(request.workers)
+        c, s, r = request.connections or 256, request.seconds or 10, request.rounds or 2
+        return bench_scaling(ScalingBench(counts, c, s, r, request.threads))
     image = BuildRecord.read(record_path).reference if request.container else None
-    results = run(request.seconds, request.connections, image, rounds=request.rounds)
+    seconds, connections = request.seconds or 5, request.connections or 64
+    results = run(seconds, connections, image, rounds=request.rounds or 3)
     return format_table(results)
+
+
+def bench_scaling(request: ScalingBench) -> str:
+    """Every worker count and one nginx worker, interleaved ``rounds`` times; the table."""
+    if shutil.which("wrk") is None:
+        raise PipelineError("wrk is not installed", hint="apt-get install -y wrk")
+    if request.rounds < 1:
+        raise UsageError(f"--rounds {request.rounds}: must be at least 1")
+    plan = plan_cpus(sorted(os.sched_getaffinity(0)), max(request.workers), request.threads)
+    passes = [scaling_round(request, plan) for _ in range(request.rounds)]
+    return format_scaling(combine(passes), plan, request)
+
+
+def scaling_round(request: ScalingBench, plan: CpuPlan) -> list[Result]:
+    """One pass of ``bench.gateway --workers``: the gateway with each worker count on the
+    proxy's CPUs, then one nginx worker on the first of them; the load pinned apart."""
+    nginx = shutil.which("nginx")
+    procs = Processes()
+    results: list[Result] = []
+    with _workdir() as workdir:
+        try:
+            load = _Load(
+                procs,
+                workdir,
+                free_port(),
+                request.seconds,
+                request.connections,
+                threads=request.threads,
+                wrk_cpus=plan.wrk,
+                upstream_cpus=plan.upstream,
+            )
+            upstream, note = _start_upstream(load, nginx)
+            for workers in request.workers:
+                cpus = plan.proxy[:workers]
+                results.append(_gateway(load, workers, note, upstream.pid, cpus))
+            if nginx:
+                results.append(_nginx_proxy(load, nginx, "nginx-1w", plan.proxy[:1]))
+        finally:
+            procs.stop_all()
+    return results

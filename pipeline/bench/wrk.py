@@ -6,6 +6,7 @@ import os
 import re
 import resource
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline.bench.figures import Result
@@ -77,12 +78,15 @@ def wrk(
     note: str = "",
     pid: int | None = None,
     upstream_pid: int | None = None,
+    threads: int = 2,
+    cpus: Sequence[int] = (),
 ) -> Result:
-    """Run wrk against ``url``; with ``pid``, also the CPU that process tree used per request,
-    and with ``upstream_pid`` the CPU per request of wrk plus the upstream (the load)."""
+    """Run wrk against ``url`` with ``threads`` threads, on ``cpus`` when given; with ``pid``,
+    also the CPU that process tree used per request, and with ``upstream_pid`` the CPU per
+    request of wrk plus the upstream (the load)."""
     argv = [
         "wrk",
-        "-t2",
+        f"-t{threads}",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--latency",
@@ -95,7 +99,12 @@ def wrk(
     wrk_before = _children_cpu()
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=seconds + 30, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=False,
+            preexec_fn=pinned(cpus),
         )
         output = done.stdout
     except subprocess.TimeoutExpired:
@@ -115,3 +124,12 @@ def _children_cpu() -> float:
     """User+system CPU seconds of the children this process has waited for (wrk runs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def pinned(cpus: Sequence[int]) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that pins the child (and everything it starts) to ``cpus``; ``None``
+    (no pinning) when no CPUs are given."""
+    if not cpus:
+        return None
+    chosen = set(cpus)
+    return lambda: os.sched_setaffinity(0, chosen)
