@@ -262,11 +262,23 @@ flags_help.RECORD = "build record (default: [tool.pipeline] record, build/image.
 
 @task(name="push", help=flags_help.PUSH)
 @edge
-def registry_push(c: Context, record: str | None = None) -> None:
-    """Push every tag of the last build as one multi-arch index; moving tags last."""
+def registry_push(
+    c: Context, record: str | None = None, by_digest: bool = False, digests_dir: str = ""
+) -> None:
+    """Push every tag of the last build as one multi-arch index; moving tags last.
+
+    --by-digest: the tested one-platform image, by digest only, for docker.merge."""
+    from pipeline.build.plan import DIGESTS_DIR
+    from pipeline.release.bydigest import push_by_digest
     from pipeline.release.push import push_lines
 
-    say(push_lines(ROOT / (record or settings(c).record), settings=settings(c), environ=os.environ))
+    s = settings(c)
+    path = ROOT / (record or s.record)
+    if by_digest:
+        out = ROOT / (digests_dir or DIGESTS_DIR)
+        say(push_by_digest(path, out, settings=s, environ=os.environ))
+    else:
+        say(push_lines(path, settings=s, environ=os.environ))
 
 
 @task(name="sign", help=flags_help.SIGN)

@@ -79,7 +79,13 @@ SCAN = {
 
 RESCAN = {"ref": "pushed image, e.g. ghcr.io/acme/api-gateway:1.2.3 (by its digest)", **SCAN}
 
-PUSH = {"record": RECORD}
+PUSH = {
+    "record": RECORD,
+    "by_digest": "push the record's one-platform image from the local store by digest only, no"
+    " tag (the image this job tested and scanned), and write build/digests/OS-ARCH for"
+    " docker.merge",
+    "digests_dir": "with --by-digest: where the digest file goes (default: build/digests)",
+}
 
 SIGN = {
     "ref": "IMAGE@DIGEST or IMAGE:TAG to sign (default: the pushed digest of the record)",

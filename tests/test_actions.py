@@ -30,12 +30,6 @@ PLUMBING = {
 # The tasks and flags the workflows call that the pipeline does not have yet: the workflow half of
 # issue #14 is written against these contracts, the pipeline half lands them. (task, flag), with
 # flag None for a task that does not exist yet (all its flags are then pending with it).
-PENDING = {
-    # Push the build record's local image (the one docker.test and docker.scan checked) by
-    # digest only, no tag, and write build/digests/OS-ARCH for docker.merge.
-    ("docker.push", "--by-digest"),
-}
-
 INVOKE = re.compile(r"\buv run invoke\s+([a-z][\w.-]*)")
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s+([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v\d+\.\d+\.\d+$")
@@ -116,49 +110,16 @@ def test_every_run_step_of_a_workflow_calls_one_task(
 @pytest.mark.parametrize(
     ("path", "owner", "step"), ACTION_RUNS + WORKFLOW_RUNS, ids=ids(ACTION_RUNS + WORKFLOW_RUNS)
 )
-def test_every_task_named_exists_and_takes_the_flags_given_or_is_a_pending_contract(
+def test_every_task_named_exists_and_takes_the_flags_given(
     path: Path, owner: str, step: dict[str, Any]
 ) -> None:
     called = INVOKE.findall(step["run"])
     if not called:
         return
     (name,) = called
-    if (name, None) in PENDING:
-        assert name not in namespace().task_names, f"`invoke {name}` exists: drop it from PENDING"
-        return
     assert name in namespace().task_names, f"`invoke {name}`: no such task"
     unknown = set(FLAG.findall(step["run"])) - task_flags(name)
-    pending = {flag for task, flag in PENDING if task == name}
-    assert unknown - pending == set(), f"`invoke {name}` takes no {sorted(unknown - pending)}"
-
-
-def test_every_pending_contract_is_called_by_a_workflow() -> None:
-    called = {
-        (name, flag)
-        for _, _, step in ACTION_RUNS + WORKFLOW_RUNS
-        for name in INVOKE.findall(step["run"])
-        for flag in [None, *FLAG.findall(step["run"])]
-    }
-    assert PENDING - called == set()
-
-
-@pytest.mark.parametrize(
-    ("task", "flag"),
-    [
-        pytest.param(
-            task,
-            flag,
-            marks=pytest.mark.xfail(
-                strict=True, reason=f"needs {task}{' ' + flag if flag else ''} (pipeline, pending)"
-            ),
-        )
-        for task, flag in sorted(PENDING, key=str)
-    ],
-    ids=[f"{task} {flag or ''}".strip() for task, flag in sorted(PENDING, key=str)],
-)
-def test_each_pending_contract_exists_in_the_pipeline(task: str, flag: str | None) -> None:
-    assert task in namespace().task_names
-    assert flag is None or flag in task_flags(task)
+    assert unknown == set(), f"`invoke {name}` takes no {sorted(unknown)}"
 
 
 def test_every_cosign_installer_installs_the_same_cosign() -> None:

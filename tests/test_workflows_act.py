@@ -712,11 +712,6 @@ def test_a_new_advisory_fails_the_scheduled_rescan_which_still_reports_and_notif
 # --- .github/workflows/deploy.yml, and docker-build.yml from push to deployment ---
 
 KUBECTL_STAND_IN = ROOT / "tests" / "workflows" / "bin"
-PENDING_PIPELINE = pytest.mark.xfail(
-    strict=True,
-    reason="needs docker.push --by-digest, docker.merge --no-moving-tags and docker.tag-moving "
-    "(pipeline, pending)",
-)
 
 
 @dataclass(frozen=True)
@@ -1028,7 +1023,6 @@ def test_a_push_to_main_builds_tests_and_scans_each_platform_before_pushing_it(
     assert build.index("invoke docker.publish") < build.index("Push the tested image by digest")
 
 
-@PENDING_PIPELINE
 def test_a_push_to_main_pushes_the_tested_image_signs_it_moves_latest_then_deploys_staging(
     main_push: Release,
 ) -> None:
@@ -1047,7 +1041,6 @@ def test_a_push_to_main_pushes_the_tested_image_signs_it_moves_latest_then_deplo
     assert f"image: {image}@{digest}" in applied
 
 
-@PENDING_PIPELINE
 def test_a_release_tag_publishes_then_reaches_the_production_environment_job(
     tmp_path: Path,
     image: str,

@@ -130,14 +130,22 @@ def preflight(
 def push_from_store(plan: BuildPlan, settings: Settings, environ: Mapping[str, str]) -> str:
     """Upload the image built into the local store under ``plan.store_tag`` by digest only;
     returns its index digest."""
+    return upload_from_store(plan.store_tag, plan.image, settings, environ)
+
+
+def upload_from_store(
+    local: str, image: str, settings: Settings, environ: Mapping[str, str]
+) -> str:
+    """Upload the local store's ``local`` (its index, platform manifests, attestations and
+    blobs, byte for byte) to ``image``'s repository by digest only, with no tag; its digest."""
     from pipeline import engine
     from pipeline.oci.reference import parse_reference
     from pipeline.registry.client import client_for
     from pipeline.registry.upload import push_layout
 
-    digest = engine.local_digest(plan.store_tag)
-    files, _ = engine.saved_blobs(engine.save_stream(plan.store_tag), keep=lambda name, size: True)
-    ref = parse_reference(plan.image)
+    digest = engine.local_digest(local)
+    files, _ = engine.saved_blobs(engine.save_stream(local), keep=lambda name, size: True)
+    ref = parse_reference(image)
     client = client_for(ref.host, extra=settings.extra, environ=environ)
     push_layout(files, digest, client, ref.repository, log=lambda line: None)
     return digest
