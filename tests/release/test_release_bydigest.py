@@ -57,13 +57,12 @@ def test_the_tested_image_goes_up_by_digest_with_no_tag_and_its_digest_file_is_w
     built = BuildRecord.read(built_image_record)
     record = tmp_path / "image.toml"
     replace(built, image=scratch_repo).write(record)
-    subprocess.run(
-        ["docker", "tag", built.reference, f"{scratch_repo}:{built.tags[0]}"], check=True
-    )
+    local = f"{scratch_repo}:{built.tags[0]}"
+    subprocess.run(["docker", "tag", built.reference, local], check=True)
+    argv = [sys.executable, "-m", "invoke", "docker.push", "--by-digest", "--record", str(record)]
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "invoke", "docker.push", "--by-digest", "--record", str(record)]
-            + ["--digests-dir", str(tmp_path / "digests")],
+            [*argv, "--digests-dir", str(tmp_path / "digests")],
             cwd=ROOT,
             env=os.environ,
             capture_output=True,
