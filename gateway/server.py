@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import uvloop
 
 from .accesslog import AccessLog, log_event
+from .admin import start_admin
+from .client import Gateway
 from .config import Config, ConfigError, load
 from .metrics import Metrics
-from .proxy import Gateway
 from .runtime import Runtime
 
 
@@ -36,8 +37,13 @@ class Overrides:
     host: str | None = None
     port: int | None = None
     workers: int | None = None
+    admin_port: int | None = None
 
     def apply(self, config: Config) -> Config:
+        if self.admin_port is not None:
+            config = dataclasses.replace(
+                config, admin=dataclasses.replace(config.admin, port=self.admin_port)
+            )
         server = config.server
         if self.host is not None:
             server = dataclasses.replace(server, host=self.host)
@@ -92,36 +98,17 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, object])
     log_event("event loop error", detail=str(context.get("message")), error=repr(exc))
 
 
-async def serve(path: str, config: Config, overrides: Overrides, workers: int) -> int:
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_log_loop_error)
-    metrics = Metrics()
-    runtime = Runtime(config, metrics, workers)
-    gw = Gateway(runtime, metrics, AccessLog(config.server.access_log))
-    s = config.server
-    try:
-        server = await loop.create_server(gw.factory, s.host, s.port, reuse_port=True, backlog=2048)
-    except OSError as e:
-        err(f"cannot listen on {s.host}:{s.port}: {e.strerror or e}")
-        return 1
-    runtime.start()
-    stop: asyncio.Future[str] = loop.create_future()
-
-    def on_stop(name: str) -> None:
-        if not stop.done():
-            stop.set_result(name)
+def _reloader(path: str, overrides: Overrides, gw: Gateway, workers: int) -> Callable[[], None]:
+    metrics = gw.metrics
 
     def on_reload() -> None:
         try:
             new = overrides.apply(load(path))
             new_runtime = Runtime(new, metrics, workers)
-        except ConfigError as e:
+        except Exception as e:  # a bad config, or anything while compiling: keep the old one
             metrics.reloads["rejected"] += 1
-            log_event("config reload rejected, keeping the old config", error=f"config error: {e}")
-            return
-        except Exception as e:  # anything else while compiling: keep serving the old config
-            metrics.reloads["rejected"] += 1
-            log_event("config reload rejected, keeping the old config", error=repr(e))
+            error = f"config error: {e}" if isinstance(e, ConfigError) else repr(e)
+            log_event("config reload rejected, keeping the old config", error=error)
             return
         old, gw.runtime = gw.runtime, new_runtime
         new_runtime.start()
@@ -130,34 +117,27 @@ async def serve(path: str, config: Config, overrides: Overrides, workers: int) -
         metrics.reloads["ok"] += 1
         log_event("config reloaded", routes=len(new.routes))
 
-    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    return on_reload
 
-    async def housekeeping() -> None:
-        tick = 0
-        while True:
-            await asyncio.sleep(0.1)  # the resolution of upstream timeouts
-            tick += 1
-            gw.check_timeouts()
-            if tick % 10 == 0:
-                gw.sweep_idle(s.keepalive_timeout)
-            if tick % 50 == 0:
-                gw.runtime.sweep()
 
-    keeper = loop.create_task(housekeeping())
-    gc.freeze()  # startup objects never need collecting: keep them out of GC passes
-    log_event("worker listening", host=s.host, port=s.port, routes=len(config.routes))
-    why = await stop
+async def _housekeeping(gw: Gateway) -> None:
+    tick = 0
+    while True:
+        await asyncio.sleep(0.1)  # the resolution of upstream timeouts
+        tick += 1
+        gw.check_timeouts()
+        if tick % 5 == 0:
+            gw.sweep_idle()  # keep-alive and header timeouts
+        if tick % 50 == 0:
+            gw.runtime.sweep()
 
-    # Drain: stop accepting, close idle keep-alive connections, let requests finish.
-    gw.draining = True
-    server.close()
-    log_event("draining", signal=why, in_flight=metrics.in_flight)
-    deadline = time.monotonic() + s.drain_timeout
+
+async def _drain(gw: Gateway, timeout: float) -> int:
+    """Let requests in flight finish, closing connections as they go idle; abort the rest."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for c in list(gw.connections):
-            if c.active is None:
+            if c.active is None and c.tunnel is None:
                 c.close()
         if not gw.connections:
             break
@@ -165,6 +145,54 @@ async def serve(path: str, config: Config, overrides: Overrides, workers: int) -
     leftover = len(gw.connections)
     for c in list(gw.connections):
         c.abort()
+    return leftover
+
+
+async def serve(path: str, config: Config, overrides: Overrides, workers: int) -> int:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_log_loop_error)
+    metrics = Metrics()
+    runtime = Runtime(config, metrics, workers)
+    gw = Gateway(runtime, metrics, AccessLog(config.server.access_log))
+    s = config.server
+    a = config.admin
+    try:
+        server = await loop.create_server(gw.factory, s.host, s.port, reuse_port=True, backlog=2048)
+    except OSError as e:
+        err(f"cannot listen on {s.host}:{s.port}: {e.strerror or e}")
+        return 1
+    try:
+        admin = await start_admin(gw, a.host, a.port)
+    except OSError as e:
+        err(f"cannot listen on {a.host}:{a.port} (admin): {e.strerror or e}")
+        return 1
+    runtime.start()
+    stop: asyncio.Future[str] = loop.create_future()
+
+    def on_stop(name: str) -> None:
+        if not stop.done():
+            stop.set_result(name)
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, _reloader(path, overrides, gw, workers))
+    keeper = loop.create_task(_housekeeping(gw))
+    gc.freeze()  # startup objects never need collecting: keep them out of GC passes
+    log_event(
+        "worker listening",
+        host=s.host,
+        port=s.port,
+        admin=f"{a.host}:{a.port}",
+        routes=len(config.routes),
+    )
+    why = await stop
+    # Drain: stop accepting, close idle keep-alive connections, let requests finish.
+    # The admin listener stays up meanwhile: /readyz answers 503.
+    gw.draining = True
+    server.close()
+    log_event("draining", signal=why, in_flight=metrics.in_flight)
+    leftover = await _drain(gw, s.drain_timeout)
+    admin.close()
     keeper.cancel()
     gw.runtime.retire()
     gw.accesslog.flush()
@@ -194,7 +222,9 @@ def _check_bindable(host: str, port: int) -> str | None:
 
 
 def supervise(path: str, config: Config, overrides: Overrides, n: int) -> int:
-    problem = _check_bindable(config.server.host, config.server.port)
+    problem = _check_bindable(config.server.host, config.server.port) or _check_bindable(
+        config.admin.host, config.admin.port
+    )
     if problem:
         err(problem)
         return 1
@@ -230,8 +260,9 @@ def supervise(path: str, config: Config, overrides: Overrides, n: int) -> int:
     def on_hup(signum: int, _frame: object) -> None:
         try:
             state["config"] = overrides.apply(load(path))
-        except ConfigError as e:
-            log_event("config reload rejected, keeping the old config", error=f"config error: {e}")
+        except Exception as e:  # never let a bad config kill the supervisor
+            error = f"config error: {e}" if isinstance(e, ConfigError) else repr(e)
+            log_event("config reload rejected, keeping the old config", error=error)
             return
         forward(signal.SIGHUP)
 

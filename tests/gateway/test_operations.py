@@ -17,16 +17,16 @@ from gateway_harness import ROOT, Gateway, Upstream, free_port, route, rss_kb
 Factory = Callable[..., Gateway]
 
 
-def test_healthz_readyz_and_metrics_report_the_gateway(
+def test_healthz_readyz_and_metrics_are_served_on_the_admin_listener(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]))
-    assert gw.json("GET", "/healthz")[::2] == (200, {"status": "ok"})
-    assert gw.json("GET", "/readyz")[::2] == (200, {"status": "ready"})
+    assert gw.admin("GET", "/healthz")[::2] == (200, b'{"status":"ok"}')
+    assert gw.admin("GET", "/readyz")[::2] == (200, b'{"status":"ready"}')
     for _ in range(3):
         gw.request("GET", "/x")
     gw.request("GET", "/status/500")
-    status, headers, data = gw.request("GET", "/metrics")
+    status, headers, data = gw.admin("GET", "/metrics")
     text = data.decode()
     assert status == 200
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -37,7 +37,7 @@ def test_healthz_readyz_and_metrics_report_the_gateway(
     assert f'gateway_request_duration_seconds_bucket{{{w},route="echo",le="+Inf"}} 4' in text
     labels = f'{w},route="echo",target="127.0.0.1:{upstream.port}",kind="status_500"'
     assert f"gateway_upstream_errors_total{{{labels}}} 1" in text
-    assert f"gateway_requests_in_flight{{{w}}} 1" in text  # this very request
+    assert f"gateway_requests_in_flight{{{w}}} 0" in text  # admin requests are not counted
     assert "# TYPE gateway_request_duration_seconds histogram" in text
 
 
@@ -46,10 +46,10 @@ def test_every_request_writes_one_json_access_log_line(
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]))
     gw.request("GET", "/logged?q=1", headers={"X-Request-ID": "log-1", "User-Agent": "t/1"})
-    gw.request("GET", "/healthz")
+    gw.admin("GET", "/healthz")  # the admin listener does not log
     lines = gw.access_log()
-    assert len(lines) == 3  # the readiness probe, then these two
-    line = lines[1]
+    assert len(lines) == 1
+    line = lines[0]
     assert {
         k: line[k]
         for k in ("request_id", "method", "path", "status", "route", "client", "user_agent")
@@ -174,7 +174,7 @@ def test_two_workers_both_serve_and_stop_together(
     workers = set()
     deadline = time.monotonic() + 10
     while len(workers) < 2 and time.monotonic() < deadline:
-        _, _, data = gw.request("GET", "/metrics")
+        _, _, data = gw.admin("GET", "/metrics")
         workers.update(re.findall(r'worker="(\d+)"', data.decode()))
     assert len(workers) == 2
     assert str(gw.pid) not in workers  # the supervisor only supervises
@@ -186,7 +186,7 @@ def test_the_supervisor_restarts_a_crashed_worker(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]), "--workers", "2")
-    _, _, data = gw.request("GET", "/metrics")
+    _, _, data = gw.admin("GET", "/metrics")
     victim = int(re.findall(r'worker="(\d+)"', data.decode())[0])
     subprocess.run(["kill", "-9", str(victim)], check=True)
     deadline = time.monotonic() + 10
@@ -242,5 +242,7 @@ def test_the_healthcheck_module_exits_0_when_healthy_and_1_when_not(
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]))
     probe = [sys.executable, "-m", "gateway.healthcheck", "--port"]
-    assert subprocess.run([*probe, str(gw.port)], cwd=ROOT, capture_output=True).returncode == 0
+    assert (
+        subprocess.run([*probe, str(gw.admin_port)], cwd=ROOT, capture_output=True).returncode == 0
+    )
     assert subprocess.run([*probe, str(free_port())], cwd=ROOT, capture_output=True).returncode == 1
