@@ -180,6 +180,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.forward: Forward | None = None
         self.tunnel: Tunnel | None = None
+        self.eof = False
         self.idle_since = time.monotonic()
         self.trusted: tuple[object, bool] | None = None  # (runtime, trusted) cache
 
@@ -248,6 +249,9 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.tunnel is not None:
             return True  # half-close: the tunnel passes the EOF on
+        if self.active is not None:
+            self.eof = True  # answer what was sent, then close
+            return True
         return None  # close our side too
 
     def pause_writing(self) -> None:
@@ -362,7 +366,7 @@ class ClientConnection(asyncio.Protocol):
             if not self.queue:
                 self.resume(PAUSE_PIPELINE)
             asyncio.get_running_loop().call_soon(self.gw.handle, self.gw, req)
-        elif self.gw.draining:
+        elif self.gw.draining or self.eof:
             self.close()
         else:
             self.idle_since = time.monotonic()

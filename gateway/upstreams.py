@@ -75,12 +75,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_data = time.monotonic()
         if self.in_head:  # keep the raw head: its lines are forwarded without re-parsing
             self.raw = self.raw + data if self.raw else data
-            if len(self.raw) > MAX_RESPONSE_HEAD:
-                sink = self.sink
-                self.close()
-                if sink is not None:
-                    sink.upstream_lost(None)
-                return
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
@@ -89,6 +83,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             if sink is not None:
                 sink.upstream_lost(e)
+            return
+        if self.in_head and len(self.raw) > MAX_RESPONSE_HEAD:  # a head without an end
+            self.keep_alive = False
+            sink = self.sink
+            self.close()
+            if sink is not None:
+                sink.upstream_lost(None)
 
     def eof_received(self) -> bool | None:
         self.keep_alive = False

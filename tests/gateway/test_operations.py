@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from gateway_harness import ROOT, Gateway, Upstream, free_port, route, rss_kb
 
 Factory = Callable[..., Gateway]
@@ -246,3 +247,47 @@ def test_the_healthcheck_module_exits_0_when_healthy_and_1_when_not(
         subprocess.run([*probe, str(gw.admin_port)], cwd=ROOT, capture_output=True).returncode == 0
     )
     assert subprocess.run([*probe, str(free_port())], cwd=ROOT, capture_output=True).returncode == 1
+
+
+def test_sighup_with_a_bad_config_never_kills_the_supervisor_of_two_workers(
+    gateway_factory: Factory, upstream: Upstream
+) -> None:
+    gw = gateway_factory(route("one", "/one", [upstream.url]), "--workers", "2")
+    gw.config.write_text(
+        route("one", "/one", [upstream.url], "rate_limit = { rate = inf }")
+        + "\n[server]\nworkers = 2\n"
+    )
+    gw.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert gw.proc.poll() is None
+    assert all(gw.request("GET", "/one")[0] == 200 for _ in range(6))
+    rejected = [line for line in gw.stderr if "reload rejected" in line]
+    assert len(rejected) == 1  # the supervisor's: the workers are not even signalled
+    assert "routes[0].rate_limit.rate: must be a positive number, got inf" in rejected[0]
+    assert not any("Traceback" in line for line in gw.stderr)
+    assert gw.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            route("r", "/", ["http://u:1"], "rate_limit = { rate = inf }").encode(),
+            "routes[0].rate_limit.rate: must be a positive number, got inf",
+        ),
+        (
+            route("r", "/", ["http://u:1"], "rate_limit = { rate = 1e-320 }").encode(),
+            "routes[0].rate_limit.rate: must be between 1e-06 and 1e+06, got 1e-320",
+        ),
+        (b'[[routes]]\npath = "/\xff"\n', "{path}: not UTF-8 text (byte 20)"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "{path}: invalid TOML: nested too deeply"),
+    ],
+)
+def test_check_reports_a_bad_config_in_one_line_with_exit_2_never_a_traceback(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_bytes(content)
+    done = _cli("--check", "--config", str(config))
+    expected = "gateway: config error: " + message.format(path=config) + "\n"
+    assert (done.returncode, done.stderr, done.stdout) == (2, expected, "")
