@@ -3,6 +3,7 @@ started as a subprocess (``python -m gateway --config FILE``) on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -389,34 +390,37 @@ class RawUpstream:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:  # the gateway may abort a connection
+            self._exchange(conn)
+
+    def _exchange(self, conn: socket.socket) -> None:
         buf = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    piece = conn.recv(65536)
-                    if not piece:
-                        return
-                    buf += piece
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                self.heads.append(head)
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buf) < length:
-                    buf += conn.recv(65536)
-                buf = buf[length:]
-                answer = self.script(head)
-                if answer is None:  # echo mode
-                    conn.sendall(
-                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        b"Connection: Upgrade\r\n\r\n" + buf
-                    )
-                    while piece := conn.recv(65536):
-                        conn.sendall(piece)
+        while True:
+            while b"\r\n\r\n" not in buf:
+                piece = conn.recv(65536)
+                if not piece:
                     return
-                conn.sendall(answer)
+                buf += piece
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            self.heads.append(head)
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buf) < length:
+                buf += conn.recv(65536)
+            buf = buf[length:]
+            answer = self.script(head)
+            if answer is None:  # echo mode
+                conn.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\n\r\n" + buf
+                )
+                while piece := conn.recv(65536):
+                    conn.sendall(piece)
+                return
+            conn.sendall(answer)
 
     def close(self) -> None:
         self.sock.close()
