@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
@@ -87,7 +88,6 @@ class Gateway:
 
 class Request:
     __slots__ = (
-        "bodyless",
         "buffered",
         "chunks",
         "complete",
@@ -125,7 +125,6 @@ class Request:
         self.received = 0
         self.complete = False
         self.has_body = False
-        self.bodyless = False  # neither Content-Length (> 0) nor Transfer-Encoding
         self.upgrade = False
         self.limit = 0
         self.too_large = False
@@ -155,7 +154,15 @@ class Request:
 
     def settled(self) -> bool:
         """Whether the whole request has been (or will have been) read: safe to keep alive."""
-        return self.complete or self.bodyless
+        if self.complete:
+            return True
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding" or (
+                lname == b"content-length" and value.strip() != b"0"
+            ):
+                return False
+        return True
 
 
 class ClientConnection(asyncio.Protocol):
@@ -165,11 +172,13 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.client = ""
         self.client_b = b""
+        self.forwarded_lines = b""
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0  # bytes of the head being parsed (URL and header lines)
         self.head_seen = 0  # bytes received since the last head or message ended
         self.refused = 0  # 414 or 431 once a limit is passed
+        self.elsewhere = False  # tunnelled, refused or closed: no more parsing
         self.reading_head = True
         self.head_since = time.monotonic()  # when the head being read began (0: none)
         self.current: Request | None = None
@@ -190,10 +199,18 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else "unix"
         self.client_b = self.client.encode()
+        # what an untrusted peer's request carries upstream (the same for every request)
+        self.forwarded_lines = (
+            b"X-Forwarded-For: %b\r\nX-Real-IP: %b\r\nX-Forwarded-Proto: http\r\n"
+            % (
+                self.client_b,
+                self.client_b,
+            )
+        )
         gw = self.gw
         if len(gw.connections) >= gw.runtime.config.server.max_connections:
             gw.rejected_connections += 1
-            self.closed = True
+            self.closed = self.elsewhere = True
             self.transport.abort()  # over the per-worker cap, as nginx's worker_connections
             return
         gw.connections.add(self)
@@ -207,13 +224,13 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.client_closed()
 
     def data_received(self, data: bytes) -> None:
-        if self.tunnel is not None:
-            self.tunnel.from_client(data)
-            return
-        if self.refused or self.closed:
+        if self.elsewhere:  # a tunnel, a refused or a closed connection
+            self._data_elsewhere(data)
             return
         if self.reading_head:
             self.head_seen += len(data)
+            if not self.head_since:  # the first bytes of a head: the header timeout starts
+                self.head_since = monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -222,10 +239,12 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self.reject(self.refused or 400, "malformed HTTP request")
             return
-        if self.refused:
-            self.reject(self.refused, _LIMIT_MESSAGES[self.refused])
-        elif self.reading_head and self.head_seen > MAX_HEAD + MAX_HEADER_LINE:
-            self.reject(431, _LIMIT_MESSAGES[431])
+        if self.refused or self.head_seen > MAX_HEAD + MAX_HEADER_LINE:
+            self.reject(self.refused or 431, _LIMIT_MESSAGES[self.refused or 431])
+
+    def _data_elsewhere(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
 
     def _upgraded(self, data: bytes, e: httptools.HttpParserUpgrade) -> None:
         """The parser stops after a request with Upgrade: the rest belongs to the tunnel."""
@@ -238,6 +257,7 @@ class ClientConnection(asyncio.Protocol):
             self.reject(400, "malformed HTTP request")
         else:
             self.parser = None  # type: ignore[assignment]  # no further requests here
+            self.elsewhere = True
             self.refused = 400  # anything more is ignored; the response ends the connection
 
     def reject(self, status: int, message: str) -> None:
@@ -272,29 +292,30 @@ class ClientConnection(asyncio.Protocol):
         if f is not None and f.up is not None:
             f.up.resume_reading()
 
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.reading_head = True
-        if not self.head_since:
-            self.head_since = time.monotonic()
-
+    # httptools callbacks (no on_message_begin: a Python call per request for nothing)
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > MAX_URL and not self.refused:
             self.refused = 414
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.reading_head or self.refused:
-            return  # a trailer (after a chunked body): dropped, never a header of anything
-        size = len(name) + len(value)
-        self.head_size += size + 4
-        if size > MAX_HEADER_LINE or self.head_size > MAX_HEAD or len(self.headers) >= MAX_HEADERS:
-            self.refused = 431
-            return
-        self.headers.append((name, value))
+        if self.reading_head:  # else a trailer (after a chunked body): dropped
+            self.head_size += len(name) + len(value) + 4
+            self.headers.append((name, value))
+
+    def _head_too_large(self) -> bool:
+        """The head passes the limits (the parser's memory is bounded by ``head_seen``)."""
+        headers = self.headers
+        if len(headers) > MAX_HEADERS or self.head_size > MAX_HEAD:
+            return True
+        if self.head_size > MAX_HEADER_LINE:  # only then can one line be too long
+            return any(len(n) + len(v) > MAX_HEADER_LINE for n, v in headers)
+        return False
 
     def on_headers_complete(self) -> None:
-        if self.refused:
+        limits = len(self.headers) > MAX_HEADERS or self.head_size > MAX_HEADER_LINE
+        if self.refused or (limits and self._head_too_large()):
+            self.refused = self.refused or 431
             return
         p = self.parser
         method = p.get_method()
@@ -326,6 +347,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.head_seen = 0
+        self.reading_head = True  # the next request's head, whenever it comes
         if self.current is not None and not self.refused:
             self.current.finish()
 
@@ -342,11 +364,13 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def close(self) -> None:
+        self.elsewhere = True
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
 
     def abort(self) -> None:
+        self.elsewhere = True
         if self.transport is not None:
             self.closed = True
             self.transport.abort()

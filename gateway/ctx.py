@@ -14,42 +14,28 @@ from .runtime import CompiledRoute
 class Ctx:
     __slots__ = (
         "bytes_out",
-        "connection",
         "cors_lines",
         "done",
         "gw",
         "hd",
-        "hosts",
         "key",
+        "repeated",
         "req",
         "rid",
         "route",
         "start",
         "status",
         "target",
-        "xff",
     )
 
     def __init__(self, gw: Gateway, req: Request) -> None:
         self.gw = gw
         self.req = req
         self.start = time.monotonic()
-        # Last value wins, except the headers that may repeat (all kept) or must not.
-        self.hd = hd = {}
-        self.hosts = 0
-        self.connection: list[bytes] = []
-        self.xff: list[bytes] = []
-        for name, value in req.headers:
-            lname = name.lower()
-            hd[lname] = value
-            if lname == b"host":
-                self.hosts += 1
-            elif lname == b"connection":
-                self.connection.append(value)
-            elif lname == b"x-forwarded-for":
-                self.xff.append(value)
-        cl = hd.get(b"content-length")
-        req.bodyless = b"transfer-encoding" not in hd and (cl is None or cl.strip() == b"0")
+        # The last value wins; ``all_values`` has every one where a name repeats.
+        headers = req.headers
+        self.hd = hd = {name.lower(): value for name, value in headers}
+        self.repeated = len(hd) != len(headers)
         rid = hd.get(b"x-request-id")
         self.rid = rid.decode() if rid is not None and valid_request_id(rid) else new_request_id()
         self.status = 0
@@ -60,6 +46,13 @@ class Ctx:
         self.cors_lines = b""
         self.done = False
         gw.metrics.in_flight += 1
+
+    def all_values(self, name: bytes) -> list[bytes]:
+        """Every value of a header (``name`` in lower case), in order."""
+        if not self.repeated:
+            value = self.hd.get(name)
+            return [] if value is None else [value]
+        return [v for n, v in self.req.headers if n.lower() == name]
 
     def internal_error(self, e: BaseException) -> None:
         log_event("internal error", request_id=self.rid, error=repr(e))

@@ -40,10 +40,8 @@ def filter_response_head(
 
     Drops ``drop`` and the headers the upstream named in its own Connection header(s).
     """
-    named = [line.split(b":", 1)[1] for line in lines if line[:11].lower() == b"connection:"]
-    if named:
-        drop = drop | connection_tokens(named)
     parts: list[bytes] = []
+    named: list[bytes] = []
     length: bytes | None = None
     kept = False
     for line in lines:
@@ -60,6 +58,12 @@ def filter_response_head(
             parts.append(line + b"\r\n")
         elif lname == b"content-length":
             length = line[colon + 1 :].strip()
+        elif lname == b"connection":
+            named.append(line[colon + 1 :])
+    if named:  # rare: filter again without the headers the upstream named
+        tokens = connection_tokens(named) - drop
+        if tokens:
+            parts = filter_response_head(lines, drop | tokens)[0]
     return parts, length
 
 

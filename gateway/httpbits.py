@@ -91,10 +91,10 @@ def normalise_path(raw: bytes) -> bytes | None:
     Unreserved escapes are decoded, empty and "." segments dropped, ".." resolved; a ".."
     above the root, an escaped "/" or "\\", a literal "\\" or a bad escape give None.
     """
+    if 37 not in raw and 92 not in raw and b"/." not in raw and b"//" not in raw:  # "%", "\\"
+        return raw if raw[:1] == b"/" else None  # the common case: already normal
     if raw[:1] != b"/":
         return None
-    if b"%" not in raw and b"/." not in raw and b"//" not in raw and b"\\" not in raw:
-        return raw  # the common case: already normal
     if b"\\" in raw:
         return None
     decoded = _decode_escapes(raw) if b"%" in raw else raw

@@ -22,6 +22,7 @@ from .runtime import CompiledRoute
 from .websocket import start_tunnel
 
 _TOKENS_KEPT = frozenset({b"keep-alive", b"close", b"upgrade"})
+_NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 def handle(gw: Gateway, req: Request) -> None:
@@ -48,40 +49,34 @@ def _refuse(ctx: Forward, keep: bool, status: int, message: str, extra: bytes = 
     return keep
 
 
-class Target:
-    """The request target after checks: host, normalised path, query."""
-
-    __slots__ = ("host", "path", "path_b", "query", "tokens", "upgrade")
-
-    def __init__(self, host: bytes, path_b: bytes, query: bytes | None) -> None:
-        self.host = host
-        self.path_b = path_b
-        self.path = path_b.decode("latin-1")
-        self.query = query
-        self.tokens: frozenset[bytes] = frozenset()
-        self.upgrade: bytes | None = None
+# (host, normalised path, query or None): the request target after checks
+Target = tuple[bytes, bytes, bytes | None]
 
 
 def _target(ctx: Forward) -> Target | str:
     """The checked target, or why the request is malformed (400)."""
     req = ctx.req
-    hd = ctx.hd
-    if ctx.hosts > 1:
-        return "more than one Host header"
-    abs_host, raw_path, query = split_target(req.url)
-    host = abs_host or hd.get(b"host", b"")
-    if abs_host:  # RFC 9112 section 3.2.2: the target's authority replaces Host
-        hd[b"host"] = abs_host
-    elif ctx.hosts == 0 and req.version == "1.1":
-        return "missing Host header"
-    path = normalise_path(raw_path)
-    if path is None:
-        return "invalid request path"
-    target = Target(host, path, query)
-    if ctx.connection:
-        target.tokens = connection_tokens(ctx.connection)
-        if b"upgrade" in target.tokens:
-            target.upgrade = hd.get(b"upgrade")
+    url = req.url
+    if url[:1] == b"/" and 35 not in url and not ctx.repeated and b"host" in ctx.hd:
+        raw_path, sep, query = url.partition(b"?")  # origin-form, one Host: the common case
+        target: Target = (ctx.hd[b"host"], raw_path, query if sep else None)
+    else:
+        hosts = len(ctx.all_values(b"host"))
+        if hosts > 1:
+            return "more than one Host header"
+        target = split_target(url)
+        if target[0]:  # RFC 9112 section 3.2.2: the target's authority replaces Host
+            ctx.hd[b"host"] = target[0]
+        elif hosts == 0 and req.version == "1.1":
+            return "missing Host header"
+        else:
+            target = (ctx.hd.get(b"host", b""), target[1], target[2])
+    path = target[1]
+    if 37 in path or 92 in path or b"/." in path or b"//" in path:  # "%", "\\": not normal
+        normal = normalise_path(path)
+        if normal is None:
+            return "invalid request path"
+        return (target[0], normal, target[2])
     return target
 
 
@@ -94,25 +89,40 @@ def _serve(ctx: Forward) -> bool | None:
     req = ctx.req
     keep = req.keep_alive and not gw.draining
     target = _target(ctx)
-    if isinstance(target, str):
+    if type(target) is str:
         return _refuse(ctx, False, 400, target)
-    if target.upgrade is not None:
+    host, path, query = target
+    hd = ctx.hd
+    tokens = connection_tokens(ctx.all_values(b"connection")) if b"connection" in hd else None
+    upgrade = hd.get(b"upgrade") if tokens and b"upgrade" in tokens else None
+    if upgrade is not None:
         keep = False  # an upgrade that is not tunnelled ends the connection
     router = gw.runtime.router
-    host = target.host.split(b":", 1)[0].lower().decode("latin-1") if router.has_hosts else ""
-    match = router.match(host, target.path)
+    match = router.match(
+        host.split(b":", 1)[0].lower().decode("latin-1") if router.has_hosts else "",
+        path.decode("latin-1"),
+    )
     if match is None:
         return _refuse(ctx, keep, 404, "no route")
     group, params, rest_path = match
     route = _pick(ctx, group, keep)
-    if not isinstance(route, CompiledRoute):
-        return route
-    consumed = _policies(ctx, route)
-    if consumed is not None and not isinstance(consumed, bytes):
+    if type(route) is not CompiledRoute:
+        return route  # type: ignore[return-value]
+    consumed = _policies(ctx, route) if route.auth or route.limiter else None
+    if type(consumed) is tuple:
         return _refuse(ctx, keep, *consumed)
-    if target.upgrade is not None and target.upgrade.lower() == b"websocket":
-        return _websocket(ctx, route, target, params, rest_path, consumed)
-    return _forward(ctx, route, target, params, rest_path, consumed, keep)
+    if route.rewrite is not None:
+        upath = (route.rewrite.format(**params).rstrip("/") + rest_path or "/").encode("latin-1")
+    elif route.strip_prefix:
+        upath = (rest_path or "/").encode("latin-1")
+    else:
+        upath = path
+    if query is not None:
+        upath += b"?" + query
+    head = _head(ctx, route, tokens, upath, consumed)  # type: ignore[arg-type]
+    if upgrade is not None and upgrade.lower() == b"websocket":
+        return _websocket(ctx, route, head)
+    return _forward(ctx, route, head, keep)
 
 
 def _pick(ctx: Forward, group: Group[CompiledRoute], keep: bool) -> CompiledRoute | bool:
@@ -162,7 +172,9 @@ def _policies(ctx: Forward, route: CompiledRoute) -> bytes | tuple[int, str, byt
     if auth is not None:
         consumed = auth.header if auth.header in hd else b"authorization"
         presented = hd.get(consumed)
-        code, ctx.key = auth.check(presented_key(presented) if presented else None)
+        if presented is not None and 32 in presented:  # "Bearer <key>"
+            presented = presented_key(presented)
+        code, ctx.key = auth.check(presented)
         if code == 401:
             challenge = b'WWW-Authenticate: ApiKey header="%b"\r\n' % auth.header
             return 401, "missing or invalid API key", challenge
@@ -177,43 +189,16 @@ def _policies(ctx: Forward, route: CompiledRoute) -> bytes | tuple[int, str, byt
     return consumed
 
 
-def _upstream_path(
-    route: CompiledRoute, target: Target, params: dict[str, str], rest_path: str
-) -> bytes:
-    if route.rewrite is not None:
-        upath = route.rewrite.format(**params).rstrip("/") + rest_path
-        upath_b = (upath or "/").encode("latin-1")
-    elif route.strip_prefix:
-        upath_b = (rest_path or "/").encode("latin-1")
-    else:
-        upath_b = target.path_b
-    if target.query is not None:
-        upath_b += b"?" + target.query
-    return upath_b
-
-
-def _forwarding(ctx: Forward, host_header: bytes) -> bytes:
-    """X-Forwarded-*, X-Real-IP and Forwarded lines: believed only from a trusted peer."""
+def _trusted_forwarding(ctx: Forward, host_header: bytes) -> bytes:
+    """X-Forwarded-*, X-Real-IP and Forwarded from a trusted proxy: kept and extended."""
     req = ctx.req
-    conn = req.conn
-    rt = ctx.gw.runtime
-    trusted = conn.trusted
-    if trusted is None or trusted[0] is not rt:
-        trusted = conn.trusted = (rt, rt.trusted_peers.trusts(conn.client))
     hd = ctx.hd
-    client = conn.client_b
-    if trusted[1]:
-        xff = b", ".join([*ctx.xff, client])
-        real_ip = hd.get(b"x-real-ip", client)
-        proto = hd.get(b"x-forwarded-proto", b"http")
-        fwd_host = hd.get(b"x-forwarded-host") or host_header
-        fwd = [b"Forwarded: %b\r\n" % v for n, v in req.headers if n.lower() == b"forwarded"]
-        lines = b"".join(fwd)
-    else:
-        xff = real_ip = client
-        proto = b"http"
-        fwd_host = host_header
-        lines = b""
+    client = req.conn.client_b
+    xff = b", ".join([*ctx.all_values(b"x-forwarded-for"), client])
+    real_ip = hd.get(b"x-real-ip", client)
+    proto = hd.get(b"x-forwarded-proto", b"http")
+    fwd_host = hd.get(b"x-forwarded-host") or host_header
+    lines = b"".join(b"Forwarded: %b\r\n" % v for v in ctx.all_values(b"forwarded"))
     lines += b"X-Forwarded-For: %b\r\nX-Real-IP: %b\r\nX-Forwarded-Proto: %b\r\n" % (
         xff,
         real_ip,
@@ -225,36 +210,46 @@ def _forwarding(ctx: Forward, host_header: bytes) -> bytes:
 
 
 def _head(
-    ctx: Forward, route: CompiledRoute, target: Target, upath: bytes, consumed: bytes | None
+    ctx: Forward,
+    route: CompiledRoute,
+    tokens: frozenset[bytes] | None,
+    upath: bytes,
+    consumed: bytes | None,
 ) -> bytes:
-    """The upstream request head without framing and Host (added per target)."""
+    """The upstream request head without framing and Host (added per target).
+
+    X-Forwarded-For, X-Real-IP and Forwarded are replaced unless the peer is trusted.
+    """
     req = ctx.req
+    conn = req.conn
     drop = route.request_drop
-    extra = target.tokens - _TOKENS_KEPT
-    if extra or consumed is not None:
-        drop = drop | extra
+    if tokens or consumed is not None:
+        drop = drop | (tokens - _TOKENS_KEPT if tokens else _NO_TOKENS)
         if consumed is not None:
             drop = drop | {consumed}
+    rt = ctx.gw.runtime
+    trusted = conn.trusted
+    if trusted is None or trusted[0] is not rt:
+        trusted = conn.trusted = (rt, rt.trusted_peers.trusts(conn.client))
+    host_header = ctx.hd.get(b"host", b"")
+    if trusted[1]:
+        forwarding = _trusted_forwarding(ctx, host_header)
+    elif host_header:
+        forwarding = conn.forwarded_lines + b"X-Forwarded-Host: %b\r\n" % host_header
+    else:
+        forwarding = conn.forwarded_lines
     kept = [b"%b: %b\r\n" % (n, v) for n, v in req.headers if n.lower() not in drop]
     return b"%b %b HTTP/1.1\r\n%b%bX-Request-ID: %b\r\n%b" % (
         req.method.encode(),
         upath,
         b"".join(kept),
-        _forwarding(ctx, ctx.hd.get(b"host", b"")),
+        forwarding,
         ctx.rid.encode(),
         route.request_add,
     )
 
 
-def _forward(
-    ctx: Forward,
-    route: CompiledRoute,
-    target: Target,
-    params: dict[str, str],
-    rest_path: str,
-    consumed: bytes | None,
-    keep: bool,
-) -> bool | None:
+def _forward(ctx: Forward, route: CompiledRoute, head: bytes, keep: bool) -> bool | None:
     req = ctx.req
     hd = ctx.hd
     cl = hd.get(b"content-length")
@@ -278,33 +273,20 @@ def _forward(
         transport = req.conn.transport
         assert transport is not None
         transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    upath = _upstream_path(route, target, params, rest_path)
-    head = _head(ctx, route, target, upath, consumed) + framing
+    head += framing
     rid_b = ctx.rid.encode()
     head_tail = b"X-Request-ID: %b\r\n%b%b\r\n" % (rid_b, ctx.cors_lines, route.response_add)
     ctx.forward(route, head, head_tail, hd.get(b"host", b""), keep, chunked_up)
     return None
 
 
-def _websocket(
-    ctx: Forward,
-    route: CompiledRoute,
-    target: Target,
-    params: dict[str, str],
-    rest_path: str,
-    consumed: bytes | None,
-) -> bool | None:
+def _websocket(ctx: Forward, route: CompiledRoute, head: bytes) -> bool | None:
     req = ctx.req
     if not route.websocket:
         return _refuse(ctx, False, 400, "WebSocket is not enabled on this route")
-    if req.method != "GET" or not req.bodyless or req.version != "1.1":
+    if req.method != "GET" or not req.settled() or req.version != "1.1":
         return _refuse(ctx, False, 400, "a WebSocket handshake is a GET/1.1 without a body")
     if not websocket_key_ok(ctx.hd.get(b"sec-websocket-key")):
         return _refuse(ctx, False, 400, "invalid Sec-WebSocket-Key")
-    upath = _upstream_path(route, target, params, rest_path)
-    head = (
-        _head(ctx, route, target, upath, consumed)
-        + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
-    )
-    start_tunnel(ctx, route, head)
+    start_tunnel(ctx, route, head + b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
     return None

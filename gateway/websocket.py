@@ -118,6 +118,7 @@ def start_tunnel(ctx: Forward, route: CompiledRoute, head: bytes) -> None:
     host = ctx.hd.get(b"host", b"") if route.preserve_host else target.hostport
     tunnel = WebSocketTunnel(ctx, head + b"Host: %b\r\n\r\n" % host)
     conn.tunnel = tunnel
+    conn.elsewhere = True  # bytes from the client now go to the tunnel
     conn.parser = None  # type: ignore[assignment]  # no more HTTP requests on this connection
     asyncio.get_running_loop().create_task(_connect(ctx, tunnel, target.host, target.port))
 
