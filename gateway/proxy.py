@@ -89,7 +89,7 @@ def _serve(ctx: Forward) -> bool | None:
     req = ctx.req
     keep = req.keep_alive and not gw.draining
     target = _target(ctx)
-    if type(target) is str:
+    if isinstance(target, str):
         return _refuse(ctx, False, 400, target)
     host, path, query = target
     hd = ctx.hd
@@ -106,10 +106,10 @@ def _serve(ctx: Forward) -> bool | None:
         return _refuse(ctx, keep, 404, "no route")
     group, params, rest_path = match
     route = _pick(ctx, group, keep)
-    if type(route) is not CompiledRoute:
-        return route  # type: ignore[return-value]
+    if not isinstance(route, CompiledRoute):
+        return route
     consumed = _policies(ctx, route) if route.auth or route.limiter else None
-    if type(consumed) is tuple:
+    if isinstance(consumed, tuple):
         return _refuse(ctx, keep, *consumed)
     if route.rewrite is not None:
         upath = (route.rewrite.format(**params).rstrip("/") + rest_path or "/").encode("latin-1")
@@ -119,7 +119,7 @@ def _serve(ctx: Forward) -> bool | None:
         upath = path
     if query is not None:
         upath += b"?" + query
-    head = _head(ctx, route, tokens, upath, consumed)  # type: ignore[arg-type]
+    head = _head(ctx, route, tokens, upath, consumed)
     if upgrade is not None and upgrade.lower() == b"websocket":
         return _websocket(ctx, route, head)
     return _forward(ctx, route, head, keep)

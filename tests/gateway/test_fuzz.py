@@ -231,7 +231,7 @@ def mutated_configs(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):
         paths = [p for p in _paths(doc) if p]
         numbers = [p for p in paths if isinstance(_at(doc, p), int | float)]
-        if numbers and draw(st.booleans()):  # numbers are where overflows hide
+        if len(numbers) > 0 and draw(st.booleans()):  # numbers are where overflows hide
             where = draw(st.sampled_from(numbers))
             parent = _at(doc, where[:-1])
             parent[where[-1]] = draw(_SPECIAL_NUMBERS)

@@ -172,7 +172,7 @@ def test_two_workers_both_serve_and_stop_together(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]), "--workers", "2")
-    workers = set()
+    workers: set[str] = set()
     deadline = time.monotonic() + 10
     while len(workers) < 2 and time.monotonic() < deadline:
         _, _, data = gw.admin("GET", "/metrics")
