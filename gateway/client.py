@@ -20,20 +20,37 @@ from .accesslog import AccessLog
 from .httpbits import MAX_HEAD, MAX_HEADER_LINE, MAX_HEADERS, MAX_URL, error_response
 from .metrics import Metrics
 from .middleware import new_request_id
+from .request import (
+    CLIENT_GONE,
+    LOST,
+    OK,
+    PAUSE_BODY,
+    PAUSE_PIPELINE,
+    PAUSE_UPSTREAM,
+    RETRY,
+    TIMEOUT,
+    TOO_LARGE,
+    Request,
+)
 from .runtime import Runtime
+
+__all__ = [
+    "CLIENT_GONE",
+    "LOST",
+    "OK",
+    "PAUSE_BODY",
+    "PAUSE_PIPELINE",
+    "PAUSE_UPSTREAM",
+    "RETRY",
+    "TIMEOUT",
+    "TOO_LARGE",
+    "ClientConnection",
+    "Gateway",
+    "Request",
+]
 
 if TYPE_CHECKING:
     from .forward import Forward
-
-BODY_HIGH_WATER = 256 * 1024
-
-# reasons to pause reading from the client
-PAUSE_BODY = 1
-PAUSE_UPSTREAM = 2
-PAUSE_PIPELINE = 4
-
-# exchange results (what a Forward is told when an exchange ends)
-OK, RETRY, LOST, TIMEOUT, CLIENT_GONE, TOO_LARGE = range(6)
 
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 
@@ -84,85 +101,6 @@ class Gateway:
                     c.reject(408, "request header timeout")
             elif c.idle_since < idle_cutoff:
                 c.close()
-
-
-class Request:
-    __slots__ = (
-        "buffered",
-        "chunks",
-        "complete",
-        "conn",
-        "has_body",
-        "headers",
-        "keep_alive",
-        "limit",
-        "method",
-        "received",
-        "sink",
-        "too_large",
-        "upgrade",
-        "url",
-        "version",
-    )
-
-    def __init__(
-        self,
-        conn: ClientConnection,
-        method: str,
-        url: bytes,
-        headers: list[tuple[bytes, bytes]],
-        version: str,
-        keep_alive: bool,
-    ) -> None:
-        self.conn = conn
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.version = version
-        self.keep_alive = keep_alive
-        self.chunks: list[bytes] = []
-        self.buffered = 0
-        self.received = 0
-        self.complete = False
-        self.has_body = False
-        self.upgrade = False
-        self.limit = 0
-        self.too_large = False
-        self.sink: Forward | None = None
-
-    def feed(self, data: bytes) -> None:
-        self.received += len(data)
-        if self.limit and self.received > self.limit:
-            if not self.too_large:
-                self.too_large = True
-                if self.sink is not None:
-                    self.sink.end(TOO_LARGE)
-            return
-        sink = self.sink
-        if sink is not None:
-            sink.request_body(data)
-        else:
-            self.chunks.append(data)
-            self.buffered += len(data)
-            if self.buffered > BODY_HIGH_WATER:
-                self.conn.pause(PAUSE_BODY)
-
-    def finish(self) -> None:
-        self.complete = True
-        if self.sink is not None and not self.too_large:
-            self.sink.request_body_end()
-
-    def settled(self) -> bool:
-        """Whether the whole request has been (or will have been) read: safe to keep alive."""
-        if self.complete:
-            return True
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname == b"transfer-encoding" or (
-                lname == b"content-length" and value.strip() != b"0"
-            ):
-                return False
-        return True
 
 
 class ClientConnection(asyncio.Protocol):

@@ -23,7 +23,7 @@ from .client import (
     TOO_LARGE,
 )
 from .ctx import Ctx
-from .httpbits import connection_tokens, error_response, status_line
+from .httpbits import error_response, filter_response_head, status_line
 from .runtime import IDEMPOTENT, CompiledRoute
 from .upstreams import TargetState, UpstreamConnection
 
@@ -31,40 +31,6 @@ STALE_FOR_UNSAFE = 2.0  # seconds: older idle connections are not used for non-i
 
 # response body modes
 M_NONE, M_RAW, M_CHUNKED, M_CLOSE = range(4)
-
-
-def filter_response_head(
-    lines: list[bytes], drop: frozenset[bytes]
-) -> tuple[list[bytes], bytes | None]:
-    """The upstream's header lines to pass on (CRLF-terminated) and its Content-Length.
-
-    Drops ``drop`` and the headers the upstream named in its own Connection header(s).
-    """
-    parts: list[bytes] = []
-    named: list[bytes] = []
-    length: bytes | None = None
-    kept = False
-    for line in lines:
-        if not line:
-            continue
-        if line[0] in (32, 9):  # obs-fold continuation of the previous header
-            if kept:
-                parts.append(line + b"\r\n")
-            continue
-        colon = line.find(b":")
-        lname = line[:colon].strip().lower()
-        kept = lname not in drop
-        if kept:
-            parts.append(line + b"\r\n")
-        elif lname == b"content-length":
-            length = line[colon + 1 :].strip()
-        elif lname == b"connection":
-            named.append(line[colon + 1 :])
-    if named:  # rare: filter again without the headers the upstream named
-        tokens = connection_tokens(named) - drop
-        if tokens:
-            parts = filter_response_head(lines, drop | tokens)[0]
-    return parts, length
 
 
 class Forward(Ctx):

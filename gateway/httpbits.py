@@ -145,6 +145,40 @@ def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
+def filter_response_head(
+    lines: list[bytes], drop: frozenset[bytes]
+) -> tuple[list[bytes], bytes | None]:
+    """The upstream's header lines to pass on (CRLF-terminated) and its Content-Length.
+
+    Drops ``drop`` and the headers the upstream named in its own Connection header(s).
+    """
+    parts: list[bytes] = []
+    named: list[bytes] = []
+    length: bytes | None = None
+    kept = False
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in (32, 9):  # obs-fold continuation of the previous header
+            if kept:
+                parts.append(line + b"\r\n")
+            continue
+        colon = line.find(b":")
+        lname = line[:colon].strip().lower()
+        kept = lname not in drop
+        if kept:
+            parts.append(line + b"\r\n")
+        elif lname == b"content-length":
+            length = line[colon + 1 :].strip()
+        elif lname == b"connection":
+            named.append(line[colon + 1 :])
+    if named:  # rare: filter again without the headers the upstream named
+        tokens = connection_tokens(named) - drop
+        if tokens:
+            parts = filter_response_head(lines, drop | tokens)[0]
+    return parts, length
+
+
 def presented_key(value: bytes) -> bytes:
     """The API key in a header value: ``Bearer <key>`` (any case, RFC 9110) or the raw value."""
     scheme, sep, rest = value.strip().partition(b" ")

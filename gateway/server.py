@@ -221,6 +221,83 @@ def _check_bindable(host: str, port: int) -> str | None:
     return None
 
 
+class _Supervisor:
+    """Forks the workers, forwards SIGTERM/SIGHUP, restarts a crashed worker."""
+
+    def __init__(self, path: str, config: Config, overrides: Overrides, n: int) -> None:
+        self.path = path
+        self.config = config
+        self.overrides = overrides
+        self.n = n
+        self.children: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
+        self.stopping = False
+        self.failed = False
+
+    def spawn(self, slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                code = run_worker(self.path, self.config, self.overrides, self.n)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        self.children[pid] = (slot, time.monotonic())
+
+    def forward(self, sig: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def on_term(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        self.forward(signal.SIGTERM)
+
+    def on_hup(self, signum: int, _frame: object) -> None:
+        """Validate first: a bad config is one log line and the workers keep the old one."""
+        try:
+            self.config = self.overrides.apply(load(self.path))
+        except Exception as e:  # never let a bad config kill the supervisor
+            error = f"config error: {e}" if isinstance(e, ConfigError) else repr(e)
+            log_event("config reload rejected, keeping the old config", error=error)
+            return
+        self.forward(signal.SIGHUP)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.on_term)
+        signal.signal(signal.SIGHUP, self.on_hup)
+        log_event("supervisor started", workers=self.n)
+        for slot in range(self.n):
+            self.spawn(slot)
+        crashes = 0
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            entry = self.children.pop(pid, None)
+            if entry is None:
+                continue
+            slot, started = entry
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                self.failed = self.failed or code != 0
+                continue
+            crashes = crashes + 1 if time.monotonic() - started < 5 else 0
+            log_event("worker exited, restarting it", worker_pid=pid, exit_code=code)
+            if crashes:
+                time.sleep(min(5.0, 0.2 * 2**crashes))
+            if not self.stopping:
+                self.spawn(slot)
+        log_event("supervisor stopped")
+        return 1 if self.failed else 0
+
+
 def supervise(path: str, config: Config, overrides: Overrides, n: int) -> int:
     problem = _check_bindable(config.server.host, config.server.port) or _check_bindable(
         config.admin.host, config.admin.port
@@ -228,77 +305,7 @@ def supervise(path: str, config: Config, overrides: Overrides, n: int) -> int:
     if problem:
         err(problem)
         return 1
-    children: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
-    state = {"stopping": False, "config": config, "failed": 0}
-
-    def spawn(slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                cfg = state["config"]
-                assert isinstance(cfg, Config)
-                code = run_worker(path, cfg, overrides, n)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                os._exit(code)
-        children[pid] = (slot, time.monotonic())
-
-    def forward(sig: int) -> None:
-        for pid in list(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def on_term(signum: int, _frame: object) -> None:
-        state["stopping"] = True
-        forward(signal.SIGTERM)
-
-    def on_hup(signum: int, _frame: object) -> None:
-        try:
-            state["config"] = overrides.apply(load(path))
-        except Exception as e:  # never let a bad config kill the supervisor
-            error = f"config error: {e}" if isinstance(e, ConfigError) else repr(e)
-            log_event("config reload rejected, keeping the old config", error=error)
-            return
-        forward(signal.SIGHUP)
-
-    handlers: dict[int, Callable[[int, object], None]] = {
-        signal.SIGTERM: on_term,
-        signal.SIGINT: on_term,
-        signal.SIGHUP: on_hup,
-    }
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
-    log_event("supervisor started", workers=n)
-    for slot in range(n):
-        spawn(slot)
-    crashes = 0
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        entry = children.pop(pid, None)
-        if entry is None:
-            continue
-        slot, started = entry
-        code = os.waitstatus_to_exitcode(status)
-        if state["stopping"]:
-            if code != 0:
-                state["failed"] = 1
-            continue
-        crashes = crashes + 1 if time.monotonic() - started < 5 else 0
-        log_event("worker exited, restarting it", worker_pid=pid, exit_code=code)
-        if crashes:
-            time.sleep(min(5.0, 0.2 * 2**crashes))
-        if not state["stopping"]:
-            spawn(slot)
-    log_event("supervisor stopped")
-    return 1 if state["failed"] else 0
+    return _Supervisor(path, config, overrides, n).run()
 
 
 def run(path: str, config: Config, overrides: Overrides) -> int:

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 import tomli_w
-from gateway_harness import Gateway, RawUpstream, read_all, route
+from gateway_harness import Gateway, read_all, route
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from raw_http import RawUpstream
 
 from gateway.__main__ import main
 from gateway.config import ConfigError, load

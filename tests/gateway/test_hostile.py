@@ -7,18 +7,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from gateway_harness import (
-    KEY_ALICE,
-    Gateway,
-    RawUpstream,
-    Upstream,
-    header_of,
-    path_of,
-    read_responses,
-    route,
-    sha,
-    status_of,
-)
+from gateway_harness import KEY_ALICE, Gateway, Upstream, route, sha
+from raw_http import RawUpstream, header_of, path_of, read_responses, status_of
 
 Factory = Callable[..., Gateway]
 KEYS = f'[api_keys]\nalice = "{sha(KEY_ALICE)}"\n'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import signal
 import subprocess
@@ -242,6 +243,9 @@ def test_the_healthcheck_module_exits_0_when_healthy_and_1_when_not(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]))
+    env = {**os.environ, "GATEWAY_ADMIN_PORT": str(gw.admin_port)}
+    by_env = subprocess.run([sys.executable, "-m", "gateway.healthcheck"], cwd=ROOT, env=env)
+    assert by_env.returncode == 0
     probe = [sys.executable, "-m", "gateway.healthcheck", "--port"]
     assert (
         subprocess.run([*probe, str(gw.admin_port)], cwd=ROOT, capture_output=True).returncode == 0
@@ -291,3 +295,20 @@ def test_check_reports_a_bad_config_in_one_line_with_exit_2_never_a_traceback(
     done = _cli("--check", "--config", str(config))
     expected = "gateway: config error: " + message.format(path=config) + "\n"
     assert (done.returncode, done.stderr, done.stdout) == (2, expected, "")
+
+
+def test_readyz_answers_503_on_the_admin_listener_while_the_gateway_drains(
+    gateway_factory: Factory, upstream: Upstream
+) -> None:
+    gw = gateway_factory(route("echo", "/", [upstream.url]))
+    result: list[int] = []
+    slow = threading.Thread(target=lambda: result.append(gw.request("GET", "/slow?s=1.5")[0]))
+    slow.start()
+    time.sleep(0.3)
+    gw.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert gw.admin("GET", "/readyz")[::2] == (503, b'{"status":"draining"}')
+    assert gw.admin("GET", "/healthz")[0] == 200
+    slow.join(5)
+    assert result == [200]
+    assert gw.proc.wait(timeout=5) == 0

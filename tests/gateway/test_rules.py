@@ -11,9 +11,9 @@ from gateway_harness import ROOT, sha
 
 from gateway.config import ConfigError, parse
 from gateway.configmodel import Auth, RateLimit
-from gateway.forward import filter_response_head
 from gateway.httpbits import (
     connection_tokens,
+    filter_response_head,
     normalise_path,
     presented_key,
     redact_query,
