@@ -18,6 +18,8 @@ from .httpbits import MAX_HEAD, error_response, simple_response
 from .middleware import new_request_id
 
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+MAX_ADMIN_CONNECTIONS = 64  # probes and scrapes need a few; more are closed at once
+ADMIN_IDLE = 10.0  # seconds a connection may stay without a complete request
 JSON = b"application/json"
 
 
@@ -42,15 +44,35 @@ def admin_response(gw: Gateway, method: bytes, path: bytes, keep: bool) -> bytes
 class AdminConnection(asyncio.Protocol):
     """HTTP/1.1 with keep-alive; bodies are ignored, heads are bounded."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Gateway, open_connections: set[AdminConnection]) -> None:
         self.gw = gw
+        self.open = open_connections
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.seen = 0
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = t = cast(asyncio.Transport, transport)
+        if len(self.open) >= MAX_ADMIN_CONNECTIONS:
+            t.abort()
+            return
+        self.open.add(self)
+        self._arm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.open.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _arm(self) -> None:
+        """(Re)start the idle timer: a silent or slow connection is closed."""
+        if self.timer is not None:
+            self.timer.cancel()
+        transport = self.transport
+        if transport is not None:
+            self.timer = asyncio.get_running_loop().call_later(ADMIN_IDLE, transport.close)
 
     def data_received(self, data: bytes) -> None:
         self.seen += len(data)
@@ -76,6 +98,8 @@ class AdminConnection(asyncio.Protocol):
             self.transport.write(response)
             if not keep:
                 self.transport.close()
+            else:
+                self._arm()
 
     def _close(self, last: bytes) -> None:
         if self.transport is not None:
@@ -86,4 +110,7 @@ class AdminConnection(asyncio.Protocol):
 
 async def start_admin(gw: Gateway, host: str, port: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: AdminConnection(gw), host, port, reuse_port=True)
+    open_connections: set[AdminConnection] = set()
+    return await loop.create_server(
+        lambda: AdminConnection(gw, open_connections), host, port, reuse_port=True
+    )
