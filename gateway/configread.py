@@ -12,6 +12,7 @@ from .configmodel import ConfigError
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # A header field value: visible ASCII, spaces and tabs, obs-text; no NUL, CR, LF or controls.
 _FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_NUMBER = 1e9  # larger numbers (seconds, rates) are mistakes, and inf would overflow
 
 
@@ -52,6 +53,9 @@ class Table:
         self.seen: set[str] = set()
 
     def path(self, key: str) -> str:
+        """The key path, with a key that is not a bare TOML key quoted (one line always)."""
+        if not _BARE_KEY.match(key):
+            key = json.dumps(key)
         return f"{self.where}.{key}" if self.where else key
 
     def has(self, key: str) -> bool:

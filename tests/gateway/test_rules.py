@@ -244,6 +244,7 @@ URL_RULE = 'must be a URL like "http://host:port" (http only, no path, user, que
             'upstream = { targets = ["http://u:1"], timeout = { read = 1e300 } }\n',
             "routes[0].upstream.timeout.read: must be between 0 and 1e+09, got 1e+300",
         ),
+        ('[server]\n"a\\nb" = 1\n' + BASE, 'server."a\\nb": unknown key'),
         (
             '[server]\ntrusted_proxies = ["10.0.0.0/33"]\n' + BASE,
             'server.trusted_proxies[0]: must be an IP address or CIDR, got "10.0.0.0/33"',
