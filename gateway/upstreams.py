@@ -1,7 +1,7 @@
 """Upstream targets: round-robin choice, passive and active health, keep-alive pools.
 
 ``UpstreamConnection`` is an asyncio protocol carrying one exchange at a time; the
-response is parsed with httptools and handed to an ``Exchange`` sink (see proxy.py)
+response is parsed with httptools and handed to a ``Forward`` sink (see forward.py)
 through plain method calls, so body bytes go from upstream to client without
 being queued.
 """
@@ -20,7 +20,7 @@ MAX_RESPONSE_HEAD = 64 * 1024  # bytes (with what follows in the same reads)
 
 
 class Sink(Protocol):
-    """What an upstream connection reports to (implemented by proxy.Exchange)."""
+    """What an upstream connection reports to (implemented by forward.Forward)."""
 
     def upstream_head(self, status: int, lines: list[bytes], keep_alive: bool) -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
