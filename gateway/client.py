@@ -74,7 +74,6 @@ class Gateway:
         self.draining = False
         self.ready = True
         self.forwards: set[Forward] = set()
-        self.rejected_connections = 0
         from .proxy import handle  # proxy imports this module
 
         self.handle = handle
@@ -98,6 +97,7 @@ class Gateway:
                 continue
             if c.head_since:
                 if c.head_since < head_cutoff:
+                    self.metrics.closed["header_timeout"] += 1
                     c.reject(408, "request header timeout")
             elif c.idle_since < idle_cutoff:
                 c.close()
@@ -147,7 +147,7 @@ class ClientConnection(asyncio.Protocol):
         )
         gw = self.gw
         if len(gw.connections) >= gw.runtime.config.server.max_connections:
-            gw.rejected_connections += 1
+            gw.metrics.closed["max_connections"] += 1
             self.closed = self.elsewhere = True
             self.transport.abort()  # over the per-worker cap, as nginx's worker_connections
             return

@@ -33,7 +33,6 @@ class Request:
         "received",
         "sink",
         "too_large",
-        "upgrade",
         "url",
         "version",
     )
@@ -58,7 +57,6 @@ class Request:
         self.received = 0
         self.complete = False
         self.has_body = False
-        self.upgrade = False
         self.limit = 0
         self.too_large = False
         self.sink: Forward | None = None

@@ -227,6 +227,8 @@ def test_a_slow_request_head_is_cut_at_the_header_timeout_with_408(
         waited = time.monotonic() - started
     assert status_of(response) == 408
     assert 0.4 < waited < 2.0
+    metric = f'gateway_connections_closed_total{{worker="{gw.pid}",reason="header_timeout"}} 1'
+    assert metric in gw.admin("GET", "/metrics")[2].decode()
 
 
 def test_connections_past_the_per_worker_cap_are_closed_at_once(
@@ -242,6 +244,8 @@ def test_connections_past_the_per_worker_cap_are_closed_at_once(
         s.close()
     time.sleep(0.2)
     assert gw.request("GET", "/")[0] == 200
+    metric = f'gateway_connections_closed_total{{worker="{gw.pid}",reason="max_connections"}} 1'
+    assert metric in gw.admin("GET", "/metrics")[2].decode()
 
 
 def test_a_slow_client_body_gets_408_and_is_not_an_upstream_failure(
