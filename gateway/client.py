@@ -98,7 +98,10 @@ class Gateway:
             if c.head_since:
                 if c.head_since < head_cutoff:
                     self.metrics.closed["header_timeout"] += 1
-                    c.reject(408, "request header timeout")
+                    if c.head_seen:  # part of a head came: tell the client (RFC 9110 408)
+                        c.reject(408, "request header timeout")
+                    else:  # a connection that never sent a byte is just closed, as nginx does
+                        c.close()
             elif c.idle_since < idle_cutoff:
                 c.close()
 

@@ -227,7 +227,11 @@ def test_a_slow_request_head_is_cut_at_the_header_timeout_with_408(
         waited = time.monotonic() - started
     assert status_of(response) == 408
     assert 0.4 < waited < 2.0
-    metric = f'gateway_connections_closed_total{{worker="{gw.pid}",reason="header_timeout"}} 1'
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as silent:
+        started = time.monotonic()
+        assert silent.recv(100) == b""  # closed without a response
+        assert time.monotonic() - started < 2.0
+    metric = f'gateway_connections_closed_total{{worker="{gw.pid}",reason="header_timeout"}} 2'
     assert metric in gw.admin("GET", "/metrics")[2].decode()
 
 
