@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import gc
 import math
@@ -221,6 +223,15 @@ def _check_bindable(host: str, port: int) -> str | None:
     return None
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker gets SIGTERM (and drains) if the supervisor dies: never an orphan."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the supervisor died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class _Supervisor:
     """Forks the workers, forwards SIGTERM/SIGHUP, restarts a crashed worker."""
 
@@ -234,12 +245,14 @@ class _Supervisor:
         self.failed = False
 
     def spawn(self, slot: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent(parent)
                 code = run_worker(self.path, self.config, self.overrides, self.n)
             except BaseException:
                 traceback.print_exc()
@@ -247,6 +260,9 @@ class _Supervisor:
                 sys.stdout.flush()
                 os._exit(code)
         self.children[pid] = (slot, time.monotonic())
+        if self.stopping:  # SIGTERM came between fork and here: this one missed it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def forward(self, sig: int) -> None:
         for pid in list(self.children):

@@ -312,3 +312,24 @@ def test_readyz_answers_503_on_the_admin_listener_while_the_gateway_drains(
     slow.join(5)
     assert result == [200]
     assert gw.proc.wait(timeout=5) == 0
+
+
+def test_workers_never_outlive_a_killed_supervisor(
+    gateway_factory: Factory, upstream: Upstream
+) -> None:
+    gw = gateway_factory(route("echo", "/", [upstream.url]), "--workers", "2")
+    workers: set[int] = set()
+    deadline = time.monotonic() + 10
+    while len(workers) < 2 and time.monotonic() < deadline:
+        _, _, data = gw.admin("GET", "/metrics")
+        workers.update(int(w) for w in re.findall(r'worker="(\d+)"', data.decode()))
+    assert len(workers) == 2
+    gw.proc.kill()
+    gw.proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in left:  # never leave them behind, even when this fails
+        os.kill(w, signal.SIGKILL)
+    assert left == []
