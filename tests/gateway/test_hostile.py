@@ -226,11 +226,11 @@ def test_a_slow_request_head_is_cut_at_the_header_timeout_with_408(
         (response,) = read_responses(s, 1)
         waited = time.monotonic() - started
     assert status_of(response) == 408
-    assert 0.4 < waited < 2.0
+    assert 0.4 < waited < 3.0
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as silent:
         started = time.monotonic()
         assert silent.recv(100) == b""  # closed without a response
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 3.0
     metric = f'gateway_connections_closed_total{{worker="{gw.pid}",reason="header_timeout"}} 2'
     assert metric in gw.admin("GET", "/metrics")[2].decode()
 

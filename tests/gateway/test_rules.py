@@ -143,7 +143,7 @@ def test_the_rate_limit_table_is_o1_per_request_and_capped() -> None:
     started = time.perf_counter()
     for i in range(2000):
         limiter.take(f"new-{i}", now)
-    assert time.perf_counter() - started < 0.1  # 24 ms each before: 48 s
+    assert time.perf_counter() - started < 1.0  # 24 ms each before: 48 s; here ~5 ms
     assert limiter.take("new-1999", now) == 0.0
     for _ in range(3):
         limiter.take("new-1999", now)
