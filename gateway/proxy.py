@@ -23,6 +23,7 @@ from .websocket import start_tunnel
 
 _TOKENS_KEPT = frozenset({b"keep-alive", b"close", b"upgrade"})
 _NO_TOKENS: frozenset[bytes] = frozenset()
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
 
 def handle(gw: Gateway, req: Request) -> None:
@@ -93,7 +94,11 @@ def _serve(ctx: Forward) -> bool | None:
         return _refuse(ctx, False, 400, target)
     host, path, query = target
     hd = ctx.hd
-    tokens = connection_tokens(ctx.all_values(b"connection")) if b"connection" in hd else None
+    connection = hd.get(b"connection")
+    if connection is None or (not ctx.repeated and connection.lower() in _PLAIN_CONNECTION):
+        tokens = None  # no Connection header, or just keep-alive or close: the common case
+    else:
+        tokens = connection_tokens(ctx.all_values(b"connection"))
     upgrade = hd.get(b"upgrade") if tokens and b"upgrade" in tokens else None
     if upgrade is not None:
         keep = False  # an upgrade that is not tunnelled ends the connection
