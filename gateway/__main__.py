@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", help="listen address (overrides server.host)")
     parser.add_argument("--port", type=_port, help="listen port (overrides server.port)")
+    parser.add_argument("--admin-port", type=_port, help="admin port (overrides admin.port)")
     parser.add_argument(
         "--workers", type=_workers, help="worker processes (overrides server.workers)"
     )
@@ -46,12 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"gateway: config error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug in validation must still be one line, not a traceback
+        print(f"gateway: config error: {args.config}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     if args.check:
         print(f"gateway: config OK: {args.config} ({len(config.routes)} routes)")
         return 0
     from .server import Overrides, run
 
-    overrides = Overrides(args.host, args.port, args.workers)
+    overrides = Overrides(args.host, args.port, args.workers, args.admin_port)
     try:
         return run(args.config, overrides.apply(config), overrides)
     except KeyboardInterrupt:

@@ -6,254 +6,76 @@ Every problem is reported as one ``ConfigError`` naming the key path, for exampl
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+from .configmodel import (
+    ALL_METHODS,
+    Admin,
+    Auth,
+    Config,
+    ConfigError,
+    Cors,
+    HeaderRules,
+    HealthCheck,
+    RateLimit,
+    Route,
+    Server,
+    Target,
+    Timeouts,
+    Upstream,
+)
+from .configread import Table, header_name, header_value, show
+
+__all__ = [
+    "ALL_METHODS",
+    "Admin",
+    "Auth",
+    "Config",
+    "ConfigError",
+    "Cors",
+    "HeaderRules",
+    "HealthCheck",
+    "RateLimit",
+    "Route",
+    "Server",
+    "Target",
+    "Timeouts",
+    "Upstream",
+    "load",
+    "parse",
+]
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-
-
-class ConfigError(Exception):
-    """A config problem: ``where`` is the key path, ``problem`` what is wrong with it."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        self.where = where
-        self.problem = problem
-        super().__init__(f"{where}: {problem}" if where else problem)
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect: float = 5.0
-    read: float = 30.0
-    total: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheck:
-    path: str = "/healthz"
-    interval: float = 5.0
-    timeout: float = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    host: str
-    port: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    targets: tuple[Target, ...]
-    timeout: Timeouts = Timeouts()
-    retries: int = 2
-    retry_budget: float = 0.2
-    max_fails: int = 3
-    fail_timeout: float = 10.0
-    max_idle: int = 64
-    idle_timeout: float = 30.0
-    health_check: HealthCheck | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Auth:
-    keys: frozenset[str]
-    header: str = "x-api-key"
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    rate: float
-    burst: int
-    by: str = "key"  # "key" (API key, falling back to address) or "address"
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderRules:
-    add: tuple[tuple[str, str], ...] = ()
-    remove: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Cors:
-    allow_origins: tuple[str, ...] = ("*",)
-    allow_methods: tuple[str, ...] = ALL_METHODS
-    allow_headers: tuple[str, ...] = ()
-    expose_headers: tuple[str, ...] = ()
-    allow_credentials: bool = False
-    max_age: int = 600
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    name: str
-    path: str
-    upstream: Upstream
-    methods: tuple[str, ...] = ()  # empty: any method
-    host: str | None = None
-    strip_prefix: bool = False
-    rewrite: str | None = None
-    preserve_host: bool = False
-    max_body_size: int = 0  # 0: unlimited
-    auth: Auth | None = None
-    rate_limit: RateLimit | None = None
-    request_headers: HeaderRules = HeaderRules()
-    response_headers: HeaderRules = HeaderRules()
-    cors: Cors | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    host: str = "0.0.0.0"
-    port: int = 8080
-    workers: int = 0  # 0: one per available CPU
-    drain_timeout: float = 10.0
-    keepalive_timeout: float = 75.0
-    max_body_size: int = 10 * 1024 * 1024
-    access_log: bool = True
-    trust_forwarded: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    server: Server
-    routes: tuple[Route, ...]
-    api_keys: tuple[tuple[str, str], ...]  # (name, sha256 hex)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-class _Table:
-    """A TOML table being read: typed getters that know their key path."""
-
-    def __init__(self, data: Any, where: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(where, f"must be a table, got {_show(data)}")
-        self.data: dict[str, Any] = data
-        self.where = where
-        self.seen: set[str] = set()
-
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def raw(self, key: str) -> Any:
-        self.seen.add(key)
-        return self.data.get(key)
-
-    def table(self, key: str) -> _Table | None:
-        value = self.raw(key)
-        return None if value is None else _Table(value, self.path(key))
-
-    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str:
-        value = self.raw(key)
-        if value is None:
-            if required or default is None:
-                raise ConfigError(self.path(key), "is required")
-            return default
-        if not isinstance(value, str) or not value:
-            raise ConfigError(self.path(key), f"must be a non-empty string, got {_show(value)}")
-        return value
-
-    def opt_string(self, key: str) -> str | None:
-        return self.string(key) if self.has(key) else self.raw(key)
-
-    def number(self, key: str, default: float, *, allow_zero: bool = False) -> float:
-        value = self.raw(key)
-        if value is None:
-            return default
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not (value >= 0 if allow_zero else value > 0) or value != value:
-            kind = "a non-negative number" if allow_zero else "a positive number"
-            raise ConfigError(self.path(key), f"must be {kind}, got {_show(value)}")
-        return float(value)
-
-    def integer(
-        self, key: str, default: int, *, minimum: int = 0, maximum: int | None = None
-    ) -> int:
-        value = self.raw(key)
-        if value is None:
-            return default
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(
-                self.path(key), f"must be an integer >= {minimum}, got {_show(value)}"
-            )
-        if maximum is not None and value > maximum:
-            raise ConfigError(self.path(key), f"must be an integer <= {maximum}, got {value}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(self.path(key), f"must be true or false, got {_show(value)}")
-        return value
-
-    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.raw(key)
-        if value is None:
-            return default
-        if not isinstance(value, list):
-            raise ConfigError(self.path(key), f"must be a list of strings, got {_show(value)}")
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                raise ConfigError(
-                    f"{self.path(key)}[{i}]", f"must be a non-empty string, got {_show(item)}"
-                )
-        return tuple(value)
-
-    def done(self) -> None:
-        for key in self.data:
-            if key not in self.seen:
-                raise ConfigError(self.path(key), "unknown key")
-
-
-def _header_name(value: str, where: str) -> str:
-    if not _TOKEN.match(value):
-        raise ConfigError(where, f"is not a valid header name, got {_show(value)}")
-    return value
+# A route path: RFC 3986 pchar and "/" (no query, fragment, spaces or escapes) plus {params}.
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/{}]*$")
+_URL = 'must be a URL like "http://host:port" (http only, no path, user, query or fragment)'
 
 
 def _target(value: Any, where: str) -> Target:
     if not isinstance(value, str):
-        raise ConfigError(
-            where, f'must be a URL string like "http://host:port", got {_show(value)}'
-        )
+        raise ConfigError(where, f"{_URL}, got {show(value)}")
+    if value != value.strip() or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(where, f"{_URL}, got {show(value)}")
     parts = urlsplit(value)
     try:
         port = parts.port or 80
     except ValueError:
-        raise ConfigError(where, f"has an invalid port, got {_show(value)}") from None
-    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
-        raise ConfigError(
-            where, f'must be a URL like "http://host:port" (http only, no path), got {_show(value)}'
-        )
+        raise ConfigError(where, f"has an invalid port, got {show(value)}") from None
+    bad = parts.username is not None or parts.password is not None or "#" in value
+    if bad or parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(where, f"{_URL}, got {show(value)}")
+    if parts.query or "?" in value or port == 0:
+        raise ConfigError(where, f"{_URL}, got {show(value)}")
     return Target(parts.hostname, port)
 
 
-def _timeouts(table: _Table | None) -> Timeouts:
+def _timeouts(table: Table | None) -> Timeouts:
     if table is None:
         return Timeouts()
     d = Timeouts()
@@ -266,7 +88,7 @@ def _timeouts(table: _Table | None) -> Timeouts:
     return result
 
 
-def _upstream(table: _Table) -> Upstream:
+def _upstream(table: Table) -> Upstream:
     raw = table.raw("targets")
     if raw is None:
         raise ConfigError(table.path("targets"), "is required")
@@ -274,7 +96,7 @@ def _upstream(table: _Table) -> Upstream:
         raw = [raw]
     if not isinstance(raw, list) or not raw:
         raise ConfigError(
-            table.path("targets"), f"must be a non-empty list of URLs, got {_show(raw)}"
+            table.path("targets"), f"must be a non-empty list of URLs, got {show(raw)}"
         )
     targets = tuple(_target(v, f"{table.path('targets')}[{i}]") for i, v in enumerate(raw))
     d = Upstream(targets=targets)
@@ -284,7 +106,7 @@ def _upstream(table: _Table) -> Upstream:
         dh = HealthCheck()
         path = hc.string("path", dh.path)
         if not path.startswith("/"):
-            raise ConfigError(hc.path("path"), f'must start with "/", got {_show(path)}')
+            raise ConfigError(hc.path("path"), f'must start with "/", got {show(path)}')
         health = HealthCheck(
             path, hc.number("interval", dh.interval), hc.number("timeout", dh.timeout)
         )
@@ -304,7 +126,7 @@ def _upstream(table: _Table) -> Upstream:
     return result
 
 
-def _header_rules(table: _Table | None) -> HeaderRules:
+def _header_rules(table: Table | None) -> HeaderRules:
     if table is None:
         return HeaderRules()
     add: list[tuple[str, str]] = []
@@ -312,39 +134,44 @@ def _header_rules(table: _Table | None) -> HeaderRules:
     if add_table is not None:
         for name, value in add_table.data.items():
             where = add_table.path(name)
-            _header_name(name, where)
-            if not isinstance(value, str) or "\r" in value or "\n" in value:
-                raise ConfigError(where, f"must be a single-line string, got {_show(value)}")
-            add.append((name, value))
+            header_name(name, where)
+            add.append((name, header_value(value, where)))
             add_table.seen.add(name)
     remove = table.strings("remove")
     for i, name in enumerate(remove):
-        _header_name(name, f"{table.path('remove')}[{i}]")
+        header_name(name, f"{table.path('remove')}[{i}]")
     table.done()
     return HeaderRules(tuple(add), frozenset(n.lower() for n in remove))
 
 
-def _methods(table: _Table, key: str) -> tuple[str, ...]:
+def _methods(table: Table, key: str) -> tuple[str, ...]:
     methods = table.strings(key)
     for i, m in enumerate(methods):
         if not _TOKEN.match(m) or m.upper() != m:
             raise ConfigError(
-                f"{table.path(key)}[{i}]", f"must be an upper-case HTTP method, got {_show(m)}"
+                f"{table.path(key)}[{i}]", f"must be an upper-case HTTP method, got {show(m)}"
             )
     return methods
 
 
-def _cors(table: _Table | None) -> Cors | None:
+def _header_names(table: Table, key: str) -> tuple[str, ...]:
+    names = table.strings(key)
+    for i, name in enumerate(names):
+        header_name(name, f"{table.path(key)}[{i}]")
+    return names
+
+
+def _cors(table: Table | None) -> Cors | None:
     if table is None:
         return None
     d = Cors()
     result = Cors(
         allow_origins=table.strings("allow_origins", d.allow_origins),
         allow_methods=_methods(table, "allow_methods") or d.allow_methods,
-        allow_headers=table.strings("allow_headers"),
-        expose_headers=table.strings("expose_headers"),
+        allow_headers=_header_names(table, "allow_headers"),
+        expose_headers=_header_names(table, "expose_headers"),
         allow_credentials=table.boolean("allow_credentials", d.allow_credentials),
-        max_age=table.integer("max_age", d.max_age),
+        max_age=table.integer("max_age", d.max_age, maximum=86400 * 365),
     )
     if result.allow_credentials and "*" in result.allow_origins:
         raise ConfigError(
@@ -356,52 +183,63 @@ def _cors(table: _Table | None) -> Cors | None:
 
 def _check_path(path: str, where: str) -> None:
     if not path.startswith("/"):
-        raise ConfigError(where, f'must start with "/", got {_show(path)}')
+        raise ConfigError(where, f'must start with "/", got {show(path)}')
+    if not _PATH_CHARS.match(path):
+        raise ConfigError(
+            where, f"must be a plain path (no query, fragment, escapes or spaces), got {show(path)}"
+        )
     names: set[str] = set()
     for segment in path.strip("/").split("/"):
+        if segment in (".", ".."):
+            raise ConfigError(where, f'must not have "." or ".." segments, got {show(path)}')
         if "{" in segment or "}" in segment:
             m = _PARAM.match(segment)
             if not m:
                 raise ConfigError(
-                    where, f"has a bad parameter segment {_show(segment)} (use /{{name}}/)"
+                    where, f"has a bad parameter segment {show(segment)} (use /{{name}}/)"
                 )
             if m.group(1) in names:
-                raise ConfigError(where, f"repeats the parameter {_show(m.group(1))}")
+                raise ConfigError(where, f"repeats the parameter {show(m.group(1))}")
             names.add(m.group(1))
 
 
-def _route(table: _Table, index: int, server: Server, key_names: set[str]) -> Route:
+def _auth(table: Table | None, key_names: set[str]) -> Auth | None:
+    if table is None:
+        return None
+    keys = table.strings("keys")
+    if not keys:
+        raise ConfigError(table.path("keys"), "must list at least one API key name")
+    for i, k in enumerate(keys):
+        if k not in key_names:
+            raise ConfigError(
+                f"{table.path('keys')}[{i}]",
+                f"unknown API key {show(k)} (define it under [api_keys])",
+            )
+    header = header_name(table.string("header", "X-API-Key"), table.path("header"))
+    table.done()
+    return Auth(frozenset(keys), header.lower())
+
+
+def _rate_limit(table: Table | None) -> RateLimit | None:
+    if table is None:
+        return None
+    by = table.string("by", "key")
+    if by not in ("key", "address"):
+        raise ConfigError(table.path("by"), f'must be "key" or "address", got {show(by)}')
+    if not table.has("rate"):
+        raise ConfigError(table.path("rate"), "is required")
+    rate = table.number("rate", 0.0, minimum=1e-6, maximum=1e6)
+    burst = table.integer("burst", max(1, int(rate)), minimum=1, maximum=10**6)
+    table.done()
+    return RateLimit(rate=rate, burst=burst, by=by)
+
+
+def _route(table: Table, index: int, server: Server, key_names: set[str]) -> Route:
     path = table.string("path", required=True)
     _check_path(path, table.path("path"))
     up = table.table("upstream")
     if up is None:
         raise ConfigError(table.path("upstream"), "is required")
-    auth: Auth | None = None
-    auth_table = table.table("auth")
-    if auth_table is not None:
-        keys = auth_table.strings("keys")
-        if not keys:
-            raise ConfigError(auth_table.path("keys"), "must list at least one API key name")
-        for i, k in enumerate(keys):
-            if k not in key_names:
-                raise ConfigError(
-                    f"{auth_table.path('keys')}[{i}]",
-                    f"unknown API key {_show(k)} (define it under [api_keys])",
-                )
-        header = _header_name(auth_table.string("header", "X-API-Key"), auth_table.path("header"))
-        auth = Auth(frozenset(keys), header.lower())
-        auth_table.done()
-    rate: RateLimit | None = None
-    rl = table.table("rate_limit")
-    if rl is not None:
-        by = rl.string("by", "key")
-        if by not in ("key", "address"):
-            raise ConfigError(rl.path("by"), f'must be "key" or "address", got {_show(by)}')
-        r = rl.number("rate", 0.0)
-        if not rl.has("rate"):
-            raise ConfigError(rl.path("rate"), "is required")
-        rate = RateLimit(rate=r, burst=rl.integer("burst", max(1, int(r)), minimum=1), by=by)
-        rl.done()
     rewrite = table.opt_string("rewrite")
     if rewrite is not None:
         _check_path(rewrite, table.path("rewrite"))
@@ -416,8 +254,9 @@ def _route(table: _Table, index: int, server: Server, key_names: set[str]) -> Ro
         rewrite=rewrite,
         preserve_host=table.boolean("preserve_host", False),
         max_body_size=table.integer("max_body_size", server.max_body_size),
-        auth=auth,
-        rate_limit=rate,
+        websocket=table.boolean("websocket", False),
+        auth=_auth(table.table("auth"), key_names),
+        rate_limit=_rate_limit(table.table("rate_limit")),
         request_headers=_header_rules(table.table("request_headers")),
         response_headers=_header_rules(table.table("response_headers")),
         cors=_cors(table.table("cors")),
@@ -433,49 +272,99 @@ def _route(table: _Table, index: int, server: Server, key_names: set[str]) -> Ro
     return route
 
 
-def parse(data: dict[str, Any]) -> Config:
-    """Validate a parsed TOML document into a ``Config``."""
-    top = _Table(data, "")
-    s = top.table("server") or _Table({}, "server")
+def _server(s: Table) -> Server:
     d = Server()
+    proxies = s.strings("trusted_proxies")
+    for i, cidr in enumerate(proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            where = f"{s.path('trusted_proxies')}[{i}]"
+            raise ConfigError(where, f"must be an IP address or CIDR, got {show(cidr)}") from None
     server = Server(
         host=s.string("host", d.host),
-        port=s.integer("port", d.port, maximum=65535),
+        port=s.integer("port", d.port, minimum=1, maximum=65535),
         workers=s.integer("workers", d.workers, maximum=1024),
         drain_timeout=s.number("drain_timeout", d.drain_timeout),
         keepalive_timeout=s.number("keepalive_timeout", d.keepalive_timeout),
+        header_timeout=s.number("header_timeout", d.header_timeout),
+        max_connections=s.integer("max_connections", d.max_connections, minimum=1),
         max_body_size=s.integer("max_body_size", d.max_body_size),
         access_log=s.boolean("access_log", d.access_log),
         trust_forwarded=s.boolean("trust_forwarded", d.trust_forwarded),
+        trusted_proxies=proxies,
     )
     s.done()
+    return server
+
+
+def _admin(a: Table, server: Server) -> Admin:
+    d = Admin()
+    admin = Admin(
+        host=a.string("host", d.host), port=a.integer("port", d.port, minimum=1, maximum=65535)
+    )
+    if admin.port == server.port:
+        raise ConfigError(a.path("port"), f"must differ from server.port, got {admin.port}")
+    a.done()
+    return admin
+
+
+def _api_keys(kt: Table | None) -> list[tuple[str, str]]:
     keys: list[tuple[str, str]] = []
-    kt = top.table("api_keys")
-    if kt is not None:
-        for name, digest in kt.data.items():
-            kt.seen.add(name)
-            if not isinstance(digest, str) or not _HEX64.match(digest):
-                raise ConfigError(
-                    kt.path(name),
-                    f"must be a sha256 hex digest (64 lower-case hex digits), got {_show(digest)}",
-                )
-            keys.append((name, digest))
+    if kt is None:
+        return keys
+    for name, digest in kt.data.items():
+        kt.seen.add(name)
+        if not isinstance(digest, str) or not _HEX64.match(digest):
+            raise ConfigError(
+                kt.path(name),
+                f"must be a sha256 hex digest (64 lower-case hex digits), got {show(digest)}",
+            )
+        keys.append((name, digest))
+    return keys
+
+
+def _no_duplicate(
+    route: Route, index: int, seen: dict[tuple[str, str | None], list[Route]]
+) -> None:
+    """Two routes with one path and host must not both answer the same method."""
+    key = (route.path.rstrip("/") or "/", route.host)
+    for other in seen.setdefault(key, []):
+        if other.name == route.name:
+            raise ConfigError(f"routes[{index}].name", f"duplicate route name {show(route.name)}")
+        if not route.methods or not other.methods or set(route.methods) & set(other.methods):
+            raise ConfigError(
+                f"routes[{index}].path",
+                f"duplicate route: {show(route.path)} is already served by route "
+                f"{show(other.name)} for the same host and methods",
+            )
+    seen[key].append(route)
+
+
+def parse(data: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document into a ``Config``."""
+    top = Table(data, "")
+    server = _server(top.table("server") or Table({}, "server"))
+    admin = _admin(top.table("admin") or Table({}, "admin"), server)
+    keys = _api_keys(top.table("api_keys"))
     raw_routes = top.raw("routes")
     if raw_routes is None:
         raise ConfigError("routes", "is required (at least one [[routes]] table)")
     if not isinstance(raw_routes, list) or not raw_routes:
-        raise ConfigError("routes", f"must be a non-empty array of tables, got {_show(raw_routes)}")
+        raise ConfigError("routes", f"must be a non-empty array of tables, got {show(raw_routes)}")
     names = {n for n, _ in keys}
     routes: list[Route] = []
     seen_names: set[str] = set()
+    by_path: dict[tuple[str, str | None], list[Route]] = {}
     for i, raw in enumerate(raw_routes):
-        route = _route(_Table(raw, f"routes[{i}]"), i, server, names)
+        route = _route(Table(raw, f"routes[{i}]"), i, server, names)
         if route.name in seen_names:
-            raise ConfigError(f"routes[{i}].name", f"duplicate route name {_show(route.name)}")
+            raise ConfigError(f"routes[{i}].name", f"duplicate route name {show(route.name)}")
         seen_names.add(route.name)
+        _no_duplicate(route, i, by_path)
         routes.append(route)
     top.done()
-    return Config(server=server, routes=tuple(routes), api_keys=tuple(keys))
+    return Config(server=server, routes=tuple(routes), api_keys=tuple(keys), admin=admin)
 
 
 def load(path: str) -> Config:
@@ -487,4 +376,11 @@ def load(path: str) -> Config:
         raise ConfigError("", f"cannot read {path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("", f"{path}: invalid TOML: {e}") from None
-    return parse(data)
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"{path}: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError("", f"{path}: invalid TOML: nested too deeply") from None
+    try:
+        return parse(data)
+    except RecursionError:
+        raise ConfigError("", f"{path}: nested too deeply") from None

@@ -1,6 +1,7 @@
 """Container HEALTHCHECK probe, stdlib only: ``python -m gateway.healthcheck [--port N]``.
 
-GETs http://127.0.0.1:PORT/healthz and exits 0 when it answers 200, else 1.
+GETs http://127.0.0.1:PORT/healthz on the admin listener and exits 0 when it answers
+200, else 1.  PORT: ``--port``, else ``$GATEWAY_ADMIN_PORT``, else 9901.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import sys
 import urllib.error
 import urllib.request
 
+DEFAULT_ADMIN_PORT = 9901
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway.healthcheck")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("GATEWAY_ADMIN_PORT") or "9901")
+    )
     parser.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args(argv)
     url = f"http://{args.host}:{args.port}/healthz"

@@ -32,6 +32,8 @@ class Metrics:
         self.upstream_errors: dict[tuple[str, str, str], int] = {}
         self.in_flight = 0
         self.reloads: dict[str, int] = {"ok": 0, "rejected": 0}
+        # client connections closed by the gateway's limits, by reason
+        self.closed: dict[str, int] = {"max_connections": 0, "header_timeout": 0}
         self.worker = str(os.getpid())
 
     def stats(self, route: str) -> RouteStats:
@@ -92,4 +94,10 @@ class Metrics:
         ]
         for result, n in sorted(self.reloads.items()):
             out.append(f'gateway_config_reloads_total{{{w},result="{result}"}} {n}')
+        out += [
+            "# HELP gateway_connections_closed_total Client connections closed by a limit.",
+            "# TYPE gateway_connections_closed_total counter",
+        ]
+        for reason, n in sorted(self.closed.items()):
+            out.append(f'gateway_connections_closed_total{{{w},reason="{reason}"}} {n}')
         return ("\n".join(out) + "\n").encode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import OrderedDict
 
 from .config import Auth, Cors, HeaderRules, RateLimit
 
@@ -28,58 +29,73 @@ HOP_BY_HOP = frozenset(
 
 
 class Authenticator:
-    """Maps a presented key to its name via its sha256 digest; checks route access."""
+    """Maps a presented key to its name via its sha256 digest; checks route access.
+
+    Verdicts are cached per presented key in a bounded LRU (keys longer than any real one
+    are hashed every time), so no stream of bogus keys can grow the memory.
+    """
 
     __slots__ = ("allowed", "cache", "digests", "header")
+
+    CACHE_SIZE = 1024
+    CACHE_KEY_MAX = 256  # bytes
 
     def __init__(self, auth: Auth, api_keys: tuple[tuple[str, str], ...]) -> None:
         self.header = auth.header.encode()
         self.digests = {digest: name for name, digest in api_keys}
         self.allowed = auth.keys
-        self.cache: dict[bytes, tuple[int, str | None]] = {}  # presented value -> verdict
+        self.cache: OrderedDict[bytes, tuple[int, str | None]] = OrderedDict()
 
-    def check(self, presented: bytes | None) -> tuple[int, str | None]:
-        """(0 | 401 | 403, key name)."""
-        if not presented:
+    def check(self, key: bytes | None) -> tuple[int, str | None]:
+        """(0 | 401 | 403, key name) for the presented key (``Bearer`` already removed)."""
+        if not key:
             return 401, None
-        verdict = self.cache.get(presented)
-        if verdict is None:
-            key = presented[7:] if presented.startswith(b"Bearer ") else presented
-            name = self.digests.get(hashlib.sha256(key.strip()).hexdigest())
-            if name is None:
-                verdict = (401, None)
-            else:
-                verdict = (403, name) if name not in self.allowed else (0, name)
-            if len(self.cache) >= 4096:  # bounded: unknown keys must not grow it forever
-                self.cache.clear()
-            self.cache[presented] = verdict
+        cache = self.cache
+        verdict = cache.get(key)
+        if verdict is not None:
+            cache.move_to_end(key)
+            return verdict
+        name = self.digests.get(hashlib.sha256(key).hexdigest())
+        if name is None:
+            verdict = (401, None)
+        else:
+            verdict = (403, name) if name not in self.allowed else (0, name)
+        if len(key) <= self.CACHE_KEY_MAX:
+            cache[key] = verdict
+            if len(cache) > self.CACHE_SIZE:
+                cache.popitem(last=False)
         return verdict
 
 
 class RateLimiter:
-    """Token buckets keyed by API key name or client address.
+    """Token buckets keyed by API key name or client address, O(1) per request.
 
-    With N workers each process holds its own buckets, so the configured rate and
-    burst are divided among the workers (connections are spread evenly by the
-    kernel with SO_REUSEPORT).
+    The buckets live in an LRU of fixed size: each request moves its bucket to the end
+    and drops, from the front, buckets that have refilled completely (they equal a fresh
+    one) and, past the cap, the least recently used.  With N workers each process holds
+    its own buckets, so the configured rate and burst are divided among the workers
+    (connections are spread evenly by the kernel with SO_REUSEPORT).
     """
 
-    __slots__ = ("buckets", "burst", "by_key", "rate")
+    __slots__ = ("buckets", "burst", "by_key", "cap", "full_after", "rate")
 
-    def __init__(self, spec: RateLimit, workers: int = 1) -> None:
+    def __init__(self, spec: RateLimit, workers: int = 1, cap: int = 100_000) -> None:
         self.rate = spec.rate / workers
         self.burst = max(1.0, spec.burst / workers)
         self.by_key = spec.by == "key"
-        self.buckets: dict[str, list[float]] = {}
+        self.cap = cap
+        self.full_after = self.burst / self.rate  # seconds for an empty bucket to refill
+        self.buckets: OrderedDict[str, list[float]] = OrderedDict()
 
     def take(self, key: str, now: float) -> float:
         """0.0 when allowed, else the seconds to wait before a token is available."""
-        b = self.buckets.get(key)
+        buckets = self.buckets
+        b = buckets.get(key)
         if b is None:
-            if len(self.buckets) > 100_000:
-                self.sweep(now)
-            self.buckets[key] = [self.burst - 1.0, now]
+            self._expire(now)
+            buckets[key] = [self.burst - 1.0, now]
             return 0.0
+        buckets.move_to_end(key)
         tokens = b[0] + (now - b[1]) * self.rate
         if tokens > self.burst:
             tokens = self.burst
@@ -90,10 +106,26 @@ class RateLimiter:
         b[0] = tokens
         return (1.0 - tokens) / self.rate
 
+    def _expire(self, now: float) -> None:
+        """Drop full buckets from the front (a few per call), and the oldest past the cap."""
+        buckets = self.buckets
+        cutoff = now - self.full_after
+        for _ in range(4):
+            if not buckets:
+                return
+            oldest = next(iter(buckets.values()))
+            if oldest[1] > cutoff:
+                break
+            buckets.popitem(last=False)
+        while len(buckets) >= self.cap:
+            buckets.popitem(last=False)
+
     def sweep(self, now: float) -> None:
-        """Drop buckets that have refilled completely (they equal a fresh bucket)."""
-        full = self.burst / self.rate
-        self.buckets = {k: b for k, b in self.buckets.items() if now - b[1] < full}
+        """Drop every bucket that has refilled completely."""
+        cutoff = now - self.full_after
+        buckets = self.buckets
+        while buckets and next(iter(buckets.values()))[1] <= cutoff:
+            buckets.popitem(last=False)
 
 
 def retry_after(seconds: float) -> int:

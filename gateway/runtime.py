@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 from .config import Config, Route
+from .httpbits import TrustedPeers
 from .metrics import Metrics, RouteStats
 from .middleware import HOP_BY_HOP, Authenticator, CorsPolicy, HeaderRewriter, RateLimiter
 from .router import Router
@@ -20,6 +22,8 @@ _REQUEST_DROP = HOP_BY_HOP | {
     b"x-forwarded-for",
     b"x-forwarded-proto",
     b"x-forwarded-host",
+    b"x-real-ip",
+    b"forwarded",
     b"content-length",
     b"expect",
 }
@@ -43,6 +47,7 @@ class CompiledRoute:
         "stats",
         "strip_prefix",
         "upstream",
+        "websocket",
     )
 
     def __init__(self, spec: Route, config: Config, metrics: Metrics, workers: int) -> None:
@@ -63,6 +68,7 @@ class CompiledRoute:
         self.strip_prefix = spec.strip_prefix
         self.rewrite = re.sub(r"\{(\w+)\}", r"{\1}", spec.rewrite) if spec.rewrite else None
         self.preserve_host = spec.preserve_host
+        self.websocket = spec.websocket
 
 
 class Runtime:
@@ -73,7 +79,8 @@ class Runtime:
             [(r.spec.path, r.spec.host, r.spec.methods, r) for r in self.routes]
         )
         self._health: list[asyncio.Task[None]] = []
-        self.trust_forwarded = config.server.trust_forwarded
+        server = config.server
+        self.trusted_peers = TrustedPeers(server.trust_forwarded, server.trusted_proxies)
 
     def start(self) -> None:
         for r in self.routes:
@@ -83,8 +90,11 @@ class Runtime:
                 )
 
     def sweep(self) -> None:
+        now = time.monotonic()
         for r in self.routes:
             r.upstream.sweep()
+            if r.limiter is not None:
+                r.limiter.sweep(now)
 
     def retire(self) -> None:
         for task in self._health:

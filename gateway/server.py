@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import gc
 import math
@@ -25,9 +27,10 @@ from dataclasses import dataclass
 import uvloop
 
 from .accesslog import AccessLog, log_event
+from .admin import start_admin
+from .client import Gateway
 from .config import Config, ConfigError, load
 from .metrics import Metrics
-from .proxy import Gateway
 from .runtime import Runtime
 
 
@@ -36,8 +39,13 @@ class Overrides:
     host: str | None = None
     port: int | None = None
     workers: int | None = None
+    admin_port: int | None = None
 
     def apply(self, config: Config) -> Config:
+        if self.admin_port is not None:
+            config = dataclasses.replace(
+                config, admin=dataclasses.replace(config.admin, port=self.admin_port)
+            )
         server = config.server
         if self.host is not None:
             server = dataclasses.replace(server, host=self.host)
@@ -92,36 +100,17 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, object])
     log_event("event loop error", detail=str(context.get("message")), error=repr(exc))
 
 
-async def serve(path: str, config: Config, overrides: Overrides, workers: int) -> int:
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_log_loop_error)
-    metrics = Metrics()
-    runtime = Runtime(config, metrics, workers)
-    gw = Gateway(runtime, metrics, AccessLog(config.server.access_log))
-    s = config.server
-    try:
-        server = await loop.create_server(gw.factory, s.host, s.port, reuse_port=True, backlog=2048)
-    except OSError as e:
-        err(f"cannot listen on {s.host}:{s.port}: {e.strerror or e}")
-        return 1
-    runtime.start()
-    stop: asyncio.Future[str] = loop.create_future()
-
-    def on_stop(name: str) -> None:
-        if not stop.done():
-            stop.set_result(name)
+def _reloader(path: str, overrides: Overrides, gw: Gateway, workers: int) -> Callable[[], None]:
+    metrics = gw.metrics
 
     def on_reload() -> None:
         try:
             new = overrides.apply(load(path))
             new_runtime = Runtime(new, metrics, workers)
-        except ConfigError as e:
+        except Exception as e:  # a bad config, or anything while compiling: keep the old one
             metrics.reloads["rejected"] += 1
-            log_event("config reload rejected, keeping the old config", error=f"config error: {e}")
-            return
-        except Exception as e:  # anything else while compiling: keep serving the old config
-            metrics.reloads["rejected"] += 1
-            log_event("config reload rejected, keeping the old config", error=repr(e))
+            error = f"config error: {e}" if isinstance(e, ConfigError) else repr(e)
+            log_event("config reload rejected, keeping the old config", error=error)
             return
         old, gw.runtime = gw.runtime, new_runtime
         new_runtime.start()
@@ -130,34 +119,27 @@ async def serve(path: str, config: Config, overrides: Overrides, workers: int) -
         metrics.reloads["ok"] += 1
         log_event("config reloaded", routes=len(new.routes))
 
-    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    return on_reload
 
-    async def housekeeping() -> None:
-        tick = 0
-        while True:
-            await asyncio.sleep(0.1)  # the resolution of upstream timeouts
-            tick += 1
-            gw.check_timeouts()
-            if tick % 10 == 0:
-                gw.sweep_idle(s.keepalive_timeout)
-            if tick % 50 == 0:
-                gw.runtime.sweep()
 
-    keeper = loop.create_task(housekeeping())
-    gc.freeze()  # startup objects never need collecting: keep them out of GC passes
-    log_event("worker listening", host=s.host, port=s.port, routes=len(config.routes))
-    why = await stop
+async def _housekeeping(gw: Gateway) -> None:
+    tick = 0
+    while True:
+        await asyncio.sleep(0.1)  # the resolution of upstream timeouts
+        tick += 1
+        gw.check_timeouts()
+        if tick % 5 == 0:
+            gw.sweep_idle()  # keep-alive and header timeouts
+        if tick % 50 == 0:
+            gw.runtime.sweep()
 
-    # Drain: stop accepting, close idle keep-alive connections, let requests finish.
-    gw.draining = True
-    server.close()
-    log_event("draining", signal=why, in_flight=metrics.in_flight)
-    deadline = time.monotonic() + s.drain_timeout
+
+async def _drain(gw: Gateway, timeout: float) -> int:
+    """Let requests in flight finish, closing connections as they go idle; abort the rest."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for c in list(gw.connections):
-            if c.active is None:
+            if c.active is None and c.tunnel is None:
                 c.close()
         if not gw.connections:
             break
@@ -165,6 +147,54 @@ async def serve(path: str, config: Config, overrides: Overrides, workers: int) -
     leftover = len(gw.connections)
     for c in list(gw.connections):
         c.abort()
+    return leftover
+
+
+async def serve(path: str, config: Config, overrides: Overrides, workers: int) -> int:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_log_loop_error)
+    metrics = Metrics()
+    runtime = Runtime(config, metrics, workers)
+    gw = Gateway(runtime, metrics, AccessLog(config.server.access_log))
+    s = config.server
+    a = config.admin
+    try:
+        server = await loop.create_server(gw.factory, s.host, s.port, reuse_port=True, backlog=2048)
+    except OSError as e:
+        err(f"cannot listen on {s.host}:{s.port}: {e.strerror or e}")
+        return 1
+    try:
+        admin = await start_admin(gw, a.host, a.port)
+    except OSError as e:
+        err(f"cannot listen on {a.host}:{a.port} (admin): {e.strerror or e}")
+        return 1
+    runtime.start()
+    stop: asyncio.Future[str] = loop.create_future()
+
+    def on_stop(name: str) -> None:
+        if not stop.done():
+            stop.set_result(name)
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, _reloader(path, overrides, gw, workers))
+    keeper = loop.create_task(_housekeeping(gw))
+    gc.freeze()  # startup objects never need collecting: keep them out of GC passes
+    log_event(
+        "worker listening",
+        host=s.host,
+        port=s.port,
+        admin=f"{a.host}:{a.port}",
+        routes=len(config.routes),
+    )
+    why = await stop
+    # Drain: stop accepting, close idle keep-alive connections, let requests finish.
+    # The admin listener stays up meanwhile: /readyz answers 503.
+    gw.draining = True
+    server.close()
+    log_event("draining", signal=why, in_flight=metrics.in_flight)
+    leftover = await _drain(gw, s.drain_timeout)
+    admin.close()
     keeper.cancel()
     gw.runtime.retire()
     gw.accesslog.flush()
@@ -193,81 +223,105 @@ def _check_bindable(host: str, port: int) -> str | None:
     return None
 
 
-def supervise(path: str, config: Config, overrides: Overrides, n: int) -> int:
-    problem = _check_bindable(config.server.host, config.server.port)
-    if problem:
-        err(problem)
-        return 1
-    children: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
-    state = {"stopping": False, "config": config, "failed": 0}
+def _die_with_parent(parent: int) -> None:
+    """A worker gets SIGTERM (and drains) if the supervisor dies: never an orphan."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the supervisor died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    def spawn(slot: int) -> None:
+
+class _Supervisor:
+    """Forks the workers, forwards SIGTERM/SIGHUP, restarts a crashed worker."""
+
+    def __init__(self, path: str, config: Config, overrides: Overrides, n: int) -> None:
+        self.path = path
+        self.config = config
+        self.overrides = overrides
+        self.n = n
+        self.children: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
+        self.stopping = False
+        self.failed = False
+
+    def spawn(self, slot: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
-                cfg = state["config"]
-                assert isinstance(cfg, Config)
-                code = run_worker(path, cfg, overrides, n)
+                _die_with_parent(parent)
+                code = run_worker(self.path, self.config, self.overrides, self.n)
             except BaseException:
                 traceback.print_exc()
             finally:
                 sys.stdout.flush()
                 os._exit(code)
-        children[pid] = (slot, time.monotonic())
+        self.children[pid] = (slot, time.monotonic())
+        if self.stopping:  # SIGTERM came between fork and here: this one missed it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
-    def forward(sig: int) -> None:
-        for pid in list(children):
+    def forward(self, sig: int) -> None:
+        for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def on_term(signum: int, _frame: object) -> None:
-        state["stopping"] = True
-        forward(signal.SIGTERM)
+    def on_term(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        self.forward(signal.SIGTERM)
 
-    def on_hup(signum: int, _frame: object) -> None:
+    def on_hup(self, signum: int, _frame: object) -> None:
+        """Validate first: a bad config is one log line and the workers keep the old one."""
         try:
-            state["config"] = overrides.apply(load(path))
-        except ConfigError as e:
-            log_event("config reload rejected, keeping the old config", error=f"config error: {e}")
+            self.config = self.overrides.apply(load(self.path))
+        except Exception as e:  # never let a bad config kill the supervisor
+            error = f"config error: {e}" if isinstance(e, ConfigError) else repr(e)
+            log_event("config reload rejected, keeping the old config", error=error)
             return
-        forward(signal.SIGHUP)
+        self.forward(signal.SIGHUP)
 
-    handlers: dict[int, Callable[[int, object], None]] = {
-        signal.SIGTERM: on_term,
-        signal.SIGINT: on_term,
-        signal.SIGHUP: on_hup,
-    }
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
-    log_event("supervisor started", workers=n)
-    for slot in range(n):
-        spawn(slot)
-    crashes = 0
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        entry = children.pop(pid, None)
-        if entry is None:
-            continue
-        slot, started = entry
-        code = os.waitstatus_to_exitcode(status)
-        if state["stopping"]:
-            if code != 0:
-                state["failed"] = 1
-            continue
-        crashes = crashes + 1 if time.monotonic() - started < 5 else 0
-        log_event("worker exited, restarting it", worker_pid=pid, exit_code=code)
-        if crashes:
-            time.sleep(min(5.0, 0.2 * 2**crashes))
-        if not state["stopping"]:
-            spawn(slot)
-    log_event("supervisor stopped")
-    return 1 if state["failed"] else 0
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.on_term)
+        signal.signal(signal.SIGHUP, self.on_hup)
+        log_event("supervisor started", workers=self.n)
+        for slot in range(self.n):
+            self.spawn(slot)
+        crashes = 0
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            entry = self.children.pop(pid, None)
+            if entry is None:
+                continue
+            slot, started = entry
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                self.failed = self.failed or code != 0
+                continue
+            crashes = crashes + 1 if time.monotonic() - started < 5 else 0
+            log_event("worker exited, restarting it", worker_pid=pid, exit_code=code)
+            if crashes:
+                time.sleep(min(5.0, 0.2 * 2**crashes))
+            if not self.stopping:
+                self.spawn(slot)
+        log_event("supervisor stopped")
+        return 1 if self.failed else 0
+
+
+def supervise(path: str, config: Config, overrides: Overrides, n: int) -> int:
+    problem = _check_bindable(config.server.host, config.server.port) or _check_bindable(
+        config.admin.host, config.admin.port
+    )
+    if problem:
+        err(problem)
+        return 1
+    return _Supervisor(path, config, overrides, n).run()
 
 
 def run(path: str, config: Config, overrides: Overrides) -> int:

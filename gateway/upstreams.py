@@ -1,7 +1,7 @@
 """Upstream targets: round-robin choice, passive and active health, keep-alive pools.
 
 ``UpstreamConnection`` is an asyncio protocol carrying one exchange at a time; the
-response is parsed with httptools and handed to an ``Exchange`` sink (see proxy.py)
+response is parsed with httptools and handed to a ``Forward`` sink (see forward.py)
 through plain method calls, so body bytes go from upstream to client without
 being queued.
 """
@@ -16,9 +16,11 @@ import httptools
 
 from .config import Upstream
 
+MAX_RESPONSE_HEAD = 64 * 1024  # bytes (with what follows in the same reads)
+
 
 class Sink(Protocol):
-    """What an upstream connection reports to (implemented by proxy.Exchange)."""
+    """What an upstream connection reports to (implemented by forward.Forward)."""
 
     def upstream_head(self, status: int, lines: list[bytes], keep_alive: bool) -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
@@ -33,6 +35,7 @@ class UpstreamConnection(asyncio.Protocol):
         "closed",
         "idle_since",
         "in_head",
+        "interim",
         "keep_alive",
         "last_data",
         "parser",
@@ -61,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.close_delimited = False
         self.last_data = 0.0
         self.in_head = False
+        self.interim = False
         self.raw = b""
 
     # asyncio.Protocol
@@ -73,12 +77,19 @@ class UpstreamConnection(asyncio.Protocol):
             self.raw = self.raw + data if self.raw else data
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
             self.keep_alive = False
             sink = self.sink
             self.close()
             if sink is not None:
                 sink.upstream_lost(e)
+            return
+        if self.in_head and len(self.raw) > MAX_RESPONSE_HEAD:  # a head without an end
+            self.keep_alive = False
+            sink = self.sink
+            self.close()
+            if sink is not None:
+                sink.upstream_lost(None)
 
     def eof_received(self) -> bool | None:
         self.keep_alive = False
@@ -107,8 +118,17 @@ class UpstreamConnection(asyncio.Protocol):
         raw = self.raw
         end = raw.find(b"\r\n\r\n")
         status = self.parser.get_status_code()
-        if status < 200:  # 1xx interim responses are not forwarded
-            self.raw = raw[end + 4 :]
+        if self.sink is None:  # unsolicited data: never reuse this connection
+            self.keep_alive = False
+            self.close()
+            return
+        if status < 200:
+            # 1xx interim responses (103 Early Hints, 100 Continue) are skipped: the final
+            # response follows on this connection.  A 101 was never asked for: broken.
+            self.raw = raw[end + 4 :] if end >= 0 else b""
+            self.interim = True
+            if status == 101:
+                self.keep_alive = False
             return
         self.raw = b""
         self.in_head = False
@@ -137,6 +157,9 @@ class UpstreamConnection(asyncio.Protocol):
             sink.upstream_body(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:  # the end of a 1xx: the exchange goes on
+            self.interim = False
+            return
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.upstream_done()
@@ -146,6 +169,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self.in_head = True
         self.raw = b""
+        self.interim = False
         self.close_delimited = False
         self.last_data = time.monotonic()
         self.skip_body = head_only

@@ -46,6 +46,19 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            piece = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not piece:
+            break
+        chunks.append(piece)
+    return b"".join(chunks)
+
+
 # -- upstreams ----------------------------------------------------------------------
 
 
@@ -218,8 +231,11 @@ class Gateway:
     def __init__(self, config: Path, port: int, extra: list[str]) -> None:
         self.config = config
         self.port = port
+        self.admin_port = free_port()
+        command = [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(port)]
+        command += ["--admin-port", str(self.admin_port), *extra]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(port), *extra],
+            command,
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -247,7 +263,7 @@ class Gateway:
                     f"gateway exited {self.proc.returncode}: {''.join(self.stderr)}"
                 )
             try:
-                if self.request("GET", "/healthz")[0] == 200:
+                if self.admin("GET", "/healthz")[0] == 200:
                     return
             except OSError:
                 time.sleep(0.05)
@@ -271,6 +287,24 @@ class Gateway:
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
         finally:
             conn.close()
+
+    def admin(self, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        """A request to the admin listener (health and metrics)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+        finally:
+            conn.close()
+
+    def raw(self, data: bytes, timeout: float = 5.0) -> bytes:
+        """Send raw bytes, half-close, and read everything until the gateway closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            return read_all(s)
 
     def json(self, method: str, path: str, **kw: Any) -> tuple[int, dict[str, str], Any]:
         status, headers, data = self.request(method, path, **kw)

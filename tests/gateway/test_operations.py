@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import signal
 import subprocess
@@ -12,21 +13,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from gateway_harness import ROOT, Gateway, Upstream, free_port, route, rss_kb
 
 Factory = Callable[..., Gateway]
 
 
-def test_healthz_readyz_and_metrics_report_the_gateway(
+def test_healthz_readyz_and_metrics_are_served_on_the_admin_listener(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]))
-    assert gw.json("GET", "/healthz")[::2] == (200, {"status": "ok"})
-    assert gw.json("GET", "/readyz")[::2] == (200, {"status": "ready"})
+    assert gw.admin("GET", "/healthz")[::2] == (200, b'{"status":"ok"}')
+    assert gw.admin("GET", "/readyz")[::2] == (200, b'{"status":"ready"}')
     for _ in range(3):
         gw.request("GET", "/x")
     gw.request("GET", "/status/500")
-    status, headers, data = gw.request("GET", "/metrics")
+    status, headers, data = gw.admin("GET", "/metrics")
     text = data.decode()
     assert status == 200
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -37,7 +39,7 @@ def test_healthz_readyz_and_metrics_report_the_gateway(
     assert f'gateway_request_duration_seconds_bucket{{{w},route="echo",le="+Inf"}} 4' in text
     labels = f'{w},route="echo",target="127.0.0.1:{upstream.port}",kind="status_500"'
     assert f"gateway_upstream_errors_total{{{labels}}} 1" in text
-    assert f"gateway_requests_in_flight{{{w}}} 1" in text  # this very request
+    assert f"gateway_requests_in_flight{{{w}}} 0" in text  # admin requests are not counted
     assert "# TYPE gateway_request_duration_seconds histogram" in text
 
 
@@ -46,10 +48,10 @@ def test_every_request_writes_one_json_access_log_line(
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]))
     gw.request("GET", "/logged?q=1", headers={"X-Request-ID": "log-1", "User-Agent": "t/1"})
-    gw.request("GET", "/healthz")
+    gw.admin("GET", "/healthz")  # the admin listener does not log
     lines = gw.access_log()
-    assert len(lines) == 3  # the readiness probe, then these two
-    line = lines[1]
+    assert len(lines) == 1
+    line = lines[0]
     assert {
         k: line[k]
         for k in ("request_id", "method", "path", "status", "route", "client", "user_agent")
@@ -171,10 +173,10 @@ def test_two_workers_both_serve_and_stop_together(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]), "--workers", "2")
-    workers = set()
+    workers: set[str] = set()
     deadline = time.monotonic() + 10
     while len(workers) < 2 and time.monotonic() < deadline:
-        _, _, data = gw.request("GET", "/metrics")
+        _, _, data = gw.admin("GET", "/metrics")
         workers.update(re.findall(r'worker="(\d+)"', data.decode()))
     assert len(workers) == 2
     assert str(gw.pid) not in workers  # the supervisor only supervises
@@ -186,7 +188,7 @@ def test_the_supervisor_restarts_a_crashed_worker(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]), "--workers", "2")
-    _, _, data = gw.request("GET", "/metrics")
+    _, _, data = gw.admin("GET", "/metrics")
     victim = int(re.findall(r'worker="(\d+)"', data.decode())[0])
     subprocess.run(["kill", "-9", str(victim)], check=True)
     deadline = time.monotonic() + 10
@@ -241,6 +243,93 @@ def test_the_healthcheck_module_exits_0_when_healthy_and_1_when_not(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
     gw = gateway_factory(route("echo", "/", [upstream.url]))
+    env = {**os.environ, "GATEWAY_ADMIN_PORT": str(gw.admin_port)}
+    by_env = subprocess.run([sys.executable, "-m", "gateway.healthcheck"], cwd=ROOT, env=env)
+    assert by_env.returncode == 0
     probe = [sys.executable, "-m", "gateway.healthcheck", "--port"]
-    assert subprocess.run([*probe, str(gw.port)], cwd=ROOT, capture_output=True).returncode == 0
+    assert (
+        subprocess.run([*probe, str(gw.admin_port)], cwd=ROOT, capture_output=True).returncode == 0
+    )
     assert subprocess.run([*probe, str(free_port())], cwd=ROOT, capture_output=True).returncode == 1
+
+
+def test_sighup_with_a_bad_config_never_kills_the_supervisor_of_two_workers(
+    gateway_factory: Factory, upstream: Upstream
+) -> None:
+    gw = gateway_factory(route("one", "/one", [upstream.url]), "--workers", "2")
+    gw.config.write_text(
+        route("one", "/one", [upstream.url], "rate_limit = { rate = inf }")
+        + "\n[server]\nworkers = 2\n"
+    )
+    gw.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert gw.proc.poll() is None
+    assert all(gw.request("GET", "/one")[0] == 200 for _ in range(6))
+    rejected = [line for line in gw.stderr if "reload rejected" in line]
+    assert len(rejected) == 1  # the supervisor's: the workers are not even signalled
+    assert "routes[0].rate_limit.rate: must be a positive number, got inf" in rejected[0]
+    assert not any("Traceback" in line for line in gw.stderr)
+    assert gw.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            route("r", "/", ["http://u:1"], "rate_limit = { rate = inf }").encode(),
+            "routes[0].rate_limit.rate: must be a positive number, got inf",
+        ),
+        (
+            route("r", "/", ["http://u:1"], "rate_limit = { rate = 1e-320 }").encode(),
+            "routes[0].rate_limit.rate: must be between 1e-06 and 1e+06, got 1e-320",
+        ),
+        (b'[[routes]]\npath = "/\xff"\n', "{path}: not UTF-8 text (byte 20)"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "{path}: invalid TOML: nested too deeply"),
+    ],
+)
+def test_check_reports_a_bad_config_in_one_line_with_exit_2_never_a_traceback(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_bytes(content)
+    done = _cli("--check", "--config", str(config))
+    expected = "gateway: config error: " + message.format(path=config) + "\n"
+    assert (done.returncode, done.stderr, done.stdout) == (2, expected, "")
+
+
+def test_readyz_answers_503_on_the_admin_listener_while_the_gateway_drains(
+    gateway_factory: Factory, upstream: Upstream
+) -> None:
+    gw = gateway_factory(route("echo", "/", [upstream.url]))
+    result: list[int] = []
+    slow = threading.Thread(target=lambda: result.append(gw.request("GET", "/slow?s=1.5")[0]))
+    slow.start()
+    time.sleep(0.3)
+    gw.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert gw.admin("GET", "/readyz")[::2] == (503, b'{"status":"draining"}')
+    assert gw.admin("GET", "/healthz")[0] == 200
+    slow.join(5)
+    assert result == [200]
+    assert gw.proc.wait(timeout=5) == 0
+
+
+def test_workers_never_outlive_a_killed_supervisor(
+    gateway_factory: Factory, upstream: Upstream
+) -> None:
+    gw = gateway_factory(route("echo", "/", [upstream.url]), "--workers", "2")
+    workers: set[int] = set()
+    deadline = time.monotonic() + 10
+    while len(workers) < 2 and time.monotonic() < deadline:
+        _, _, data = gw.admin("GET", "/metrics")
+        workers.update(int(w) for w in re.findall(r'worker="(\d+)"', data.decode()))
+    assert len(workers) == 2
+    gw.proc.kill()
+    gw.proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in left:  # never leave them behind, even when this fails
+        os.kill(w, signal.SIGKILL)
+    assert left == []

@@ -30,17 +30,45 @@ def test_a_get_is_proxied_with_forwarded_headers_and_a_generated_request_id(
     assert body["headers"]["host"] == f"127.0.0.1:{upstream.port}"
 
 
-def test_an_incoming_request_id_and_forwarded_for_are_kept_and_extended(
+def test_an_incoming_request_id_is_kept_and_forwarded_for_is_extended_from_a_trusted_proxy(
     gateway_factory: Factory, upstream: Upstream
 ) -> None:
-    gw = gateway_factory(route("echo", "/", [upstream.url]))
+    config = '[server]\ntrust_forwarded = true\ntrusted_proxies = ["127.0.0.0/8"]\n'
+    gw = gateway_factory(config + route("echo", "/", [upstream.url]))
     status, headers, body = gw.json(
-        "GET", "/", headers={"X-Request-ID": "abc-123", "X-Forwarded-For": "10.0.0.1"}
+        "GET",
+        "/",
+        headers={
+            "X-Request-ID": "abc-123",
+            "X-Forwarded-For": "10.0.0.1",
+            "X-Real-IP": "10.0.0.1",
+            "Forwarded": "for=10.0.0.1",
+        },
     )
     assert status == 200
     assert headers["x-request-id"] == "abc-123"
-    assert body["headers"]["x-request-id"] == "abc-123"
-    assert body["headers"]["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+    sent = body["headers"]
+    assert sent["x-request-id"] == "abc-123"
+    assert sent["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+    assert (sent["x-real-ip"], sent["forwarded"]) == ("10.0.0.1", "for=10.0.0.1")
+
+
+def test_forwarding_headers_from_an_untrusted_peer_are_replaced_not_extended(
+    gateway_factory: Factory, upstream: Upstream
+) -> None:
+    config = '[server]\ntrust_forwarded = true\ntrusted_proxies = ["10.0.0.0/8"]\n'
+    gw = gateway_factory(config + route("echo", "/", [upstream.url]))
+    spoofed = {
+        "X-Forwarded-For": "6.6.6.6",
+        "X-Real-IP": "6.6.6.6",
+        "Forwarded": "for=6.6.6.6",
+        "X-Forwarded-Proto": "https",
+    }
+    status, _, body = gw.json("GET", "/", headers=spoofed)
+    sent = body["headers"]
+    assert status == 200
+    assert (sent["x-forwarded-for"], sent["x-real-ip"]) == ("127.0.0.1", "127.0.0.1")
+    assert (sent["x-forwarded-proto"], "forwarded" in sent) == ("http", False)
 
 
 def test_hop_by_hop_headers_are_removed_in_both_directions(

@@ -32,7 +32,7 @@ def test_a_valid_config_gets_its_defaults() -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ('[server]\nport = "80"\n', 'server.port: must be an integer >= 0, got "80"'),
+        ('[server]\nport = "80"\n', 'server.port: must be an integer >= 1, got "80"'),
         ("[server]\nport = 70000\n", "server.port: must be an integer <= 65535, got 70000"),
         ("[server]\nwat = 1\n", "server.wat: unknown key"),
         (
@@ -60,7 +60,7 @@ def test_server_and_key_errors_name_the_key(extra: str, message: str) -> None:
         (
             'path = "/"\nupstream = { targets = ["https://u"] }',
             'routes[0].upstream.targets[0]: must be a URL like "http://host:port" '
-            '(http only, no path), got "https://u"',
+            '(http only, no path, user, query or fragment), got "https://u"',
         ),
         (
             'path = "/"\nupstream = { targets = ["http://u:1"], timeout = { read = 0 } }',
