@@ -1,4 +1,5 @@
-"""Command line: ``python -m gateway --config FILE [--host H] [--port P] [--workers N]``.
+"""Command line: ``python -m gateway --config FILE [--config FILE...] [--host H] [--port P]
+[--workers N]``.
 
 ``--check`` only validates the config (exit 0, or 2 with the error).
 """
@@ -29,7 +30,10 @@ def _workers(value: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="Run the API gateway.")
     parser.add_argument(
-        "--config", default=os.environ.get("GATEWAY_CONFIG"), help="TOML config file"
+        "--config",
+        action="append",
+        help="TOML config file; repeat to merge several in order (tables merge key by key, "
+        "later values replace earlier ones), e.g. the config then a file of API key hashes",
     )
     parser.add_argument("--host", help="listen address (overrides server.host)")
     parser.add_argument("--port", type=_port, help="listen port (overrides server.port)")
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="validate the config and exit 0 or 2")
     args = parser.parse_args(argv)
+    if not args.config and os.environ.get("GATEWAY_CONFIG"):
+        args.config = [os.environ["GATEWAY_CONFIG"]]
     if not args.config:
         print("gateway: config error: no config file given (use --config FILE)", file=sys.stderr)
         return 2
@@ -48,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: config error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug in validation must still be one line, not a traceback
-        print(f"gateway: config error: {args.config}: {type(e).__name__}: {e}", file=sys.stderr)
+        where = ", ".join(args.config)
+        print(f"gateway: config error: {where}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     if args.check:
-        print(f"gateway: config OK: {args.config} ({len(config.routes)} routes)")
+        print(f"gateway: config OK: {', '.join(args.config)} ({len(config.routes)} routes)")
         return 0
     from .server import Overrides, run
 

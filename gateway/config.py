@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -367,11 +368,23 @@ def parse(data: dict[str, Any]) -> Config:
     return Config(server=server, routes=tuple(routes), api_keys=tuple(keys), admin=admin)
 
 
-def load(path: str) -> Config:
-    """Read and validate the config file; raises ``ConfigError`` on any problem."""
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: tables merge key by key; any other value (arrays of
+    tables such as ``[[routes]]`` too) replaces the earlier one."""
+    out = dict(base)
+    for key, value in over.items():
+        earlier = out.get(key)
+        if isinstance(earlier, dict) and isinstance(value, dict):
+            out[key] = merge(earlier, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as e:
         raise ConfigError("", f"cannot read {path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
@@ -380,7 +393,18 @@ def load(path: str) -> Config:
         raise ConfigError("", f"{path}: not UTF-8 text (byte {e.start})") from None
     except RecursionError:
         raise ConfigError("", f"{path}: invalid TOML: nested too deeply") from None
+
+
+def load(paths: str | Sequence[str]) -> Config:
+    """Read the config file, or several merged in order (e.g. the config, then a file of API
+    key hashes from a Secret), and validate the result as one; ``ConfigError`` on any problem."""
+    files = [paths] if isinstance(paths, str) else list(paths)
+    if not files:
+        raise ConfigError("", "no config file given (use --config FILE)")
+    data: dict[str, Any] = {}
+    for path in files:
+        data = merge(data, _read(path))
     try:
         return parse(data)
     except RecursionError:
-        raise ConfigError("", f"{path}: nested too deeply") from None
+        raise ConfigError("", f"{', '.join(files)}: nested too deeply") from None

@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import uvloop
@@ -32,6 +32,9 @@ from .client import Gateway
 from .config import Config, ConfigError, load
 from .metrics import Metrics
 from .runtime import Runtime
+
+#: The config file, or the files merged in order (``--config`` repeated).
+Paths = str | Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, object])
     log_event("event loop error", detail=str(context.get("message")), error=repr(exc))
 
 
-def _reloader(path: str, overrides: Overrides, gw: Gateway, workers: int) -> Callable[[], None]:
+def _reloader(path: Paths, overrides: Overrides, gw: Gateway, workers: int) -> Callable[[], None]:
     metrics = gw.metrics
 
     def on_reload() -> None:
@@ -150,7 +153,7 @@ async def _drain(gw: Gateway, timeout: float) -> int:
     return leftover
 
 
-async def serve(path: str, config: Config, overrides: Overrides, workers: int) -> int:
+async def serve(path: Paths, config: Config, overrides: Overrides, workers: int) -> int:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_log_loop_error)
     metrics = Metrics()
@@ -202,7 +205,7 @@ async def serve(path: str, config: Config, overrides: Overrides, workers: int) -
     return 0
 
 
-def run_worker(path: str, config: Config, overrides: Overrides, workers: int) -> int:
+def run_worker(path: Paths, config: Config, overrides: Overrides, workers: int) -> int:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(path, config, overrides, workers))
 
@@ -235,7 +238,7 @@ def _die_with_parent(parent: int) -> None:
 class _Supervisor:
     """Forks the workers, forwards SIGTERM/SIGHUP, restarts a crashed worker."""
 
-    def __init__(self, path: str, config: Config, overrides: Overrides, n: int) -> None:
+    def __init__(self, path: Paths, config: Config, overrides: Overrides, n: int) -> None:
         self.path = path
         self.config = config
         self.overrides = overrides
@@ -314,7 +317,7 @@ class _Supervisor:
         return 1 if self.failed else 0
 
 
-def supervise(path: str, config: Config, overrides: Overrides, n: int) -> int:
+def supervise(path: Paths, config: Config, overrides: Overrides, n: int) -> int:
     problem = _check_bindable(config.server.host, config.server.port) or _check_bindable(
         config.admin.host, config.admin.port
     )
@@ -324,7 +327,7 @@ def supervise(path: str, config: Config, overrides: Overrides, n: int) -> int:
     return _Supervisor(path, config, overrides, n).run()
 
 
-def run(path: str, config: Config, overrides: Overrides) -> int:
+def run(path: Paths, config: Config, overrides: Overrides) -> int:
     n = worker_count(config)
     if n == 1:
         return run_worker(path, config, overrides, 1)

@@ -56,7 +56,9 @@ MINIMAL_NOTE = "stdlib asyncio streams; minimal: no XFF/request id/chunked"
 # -- processes ------------------------------------------------------------------------
 
 
-def gateway_config(workdir: Path, port: int, upstream_port: int) -> Path:
+def gateway_config(workdir: Path, port: int, upstream_port: int, admin_port: int) -> Path:
+    """The benchmark's route: API-key auth and a rate limit that never throttles, as a
+    production route has; health on its own admin port."""
     path = workdir / f"gateway-{port}.toml"
     path.write_text(
         textwrap.dedent(
@@ -66,6 +68,10 @@ def gateway_config(workdir: Path, port: int, upstream_port: int) -> Path:
             port = {port}
             access_log = false
 
+            [admin]
+            host = "127.0.0.1"
+            port = {admin_port}
+
             [api_keys]
             bench = "{API_KEY_SHA256}"
 
@@ -74,7 +80,7 @@ def gateway_config(workdir: Path, port: int, upstream_port: int) -> Path:
             path = "/"
             upstream = {{ targets = ["http://127.0.0.1:{upstream_port}"] }}
             auth = {{ keys = ["bench"] }}
-            rate_limit = {{ rate = 1e9, burst = 1000000000 }}
+            rate_limit = {{ rate = 1e6, burst = 1000000 }}
             """
         )
     )
@@ -181,11 +187,12 @@ def _gateway(
     load: _Load, workers: int, note: str, upstream_pid: int, cpus: Sequence[int] = ()
 ) -> Result:
     port = free_port()
-    cfg = gateway_config(load.workdir, port, load.up_port)
+    admin = free_port()
+    cfg = gateway_config(load.workdir, port, load.up_port, admin)
     argv = [sys.executable, "-m", "gateway", "--config", str(cfg), "--workers", str(workers)]
     proc = load.procs.start(argv, cwd=ROOT, cpus=cpus)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{admin}/healthz")
         url = f"http://127.0.0.1:{port}/"
         label = f"gateway-{workers}w"
         return load.wrk(label, url, note, proc.pid, upstream_pid)
@@ -250,7 +257,8 @@ def _container(
 ) -> Result:
     """The gateway in its image, on the host network so no NAT sits in the path."""
     port = free_port()
-    config = gateway_config(workdir, port, up_port)
+    admin = free_port()
+    config = gateway_config(workdir, port, up_port, admin)
     config.chmod(0o644)
     from pipeline import engine
 
@@ -267,7 +275,7 @@ def _container(
         pull="never",
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        wait_http(f"http://127.0.0.1:{admin}/healthz", timeout=60)
         return wrk("gateway-container-1w", f"http://127.0.0.1:{port}/", seconds, connections)
     finally:
         engine.remove_labelled(f"bench={name}")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.bench.wrk import pinned
+from pipeline.errors import PipelineError
 
 
 def free_port() -> int:
@@ -36,7 +37,10 @@ def wait_http(url: str, timeout: float = 15.0, headers: dict[str, str] | None = 
         except Exception as exc:  # not up yet
             last = exc
             time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+    raise PipelineError(
+        f"{url} did not answer within {timeout:g}s ({last})",
+        hint="run the target by hand to see why it does not start",
+    )
 
 
 class Processes:

@@ -26,6 +26,7 @@ from pipeline.oci.labels import LABEL
 
 LABEL_KEY = "pipeline.build.containertest"
 GATEWAY_PORT = 8080
+ADMIN_PORT = 9901  # health, readiness and metrics: the admin listener, never the public port
 UPSTREAM_PORT = 8000
 CONFIG_PATH = "/etc/gateway/gateway.toml"
 SLOW_SECONDS = 2.0
@@ -89,6 +90,10 @@ def gateway_config(upstream: str, port: int = GATEWAY_PORT) -> str:
 port = {port}
 workers = 1
 drain_timeout = 20.0
+
+[admin]
+host = "0.0.0.0"
+port = {ADMIN_PORT}
 
 [[routes]]
 name = "upstream"
@@ -227,7 +232,8 @@ def _gateway_checks(run: _Run, tmp: Path, healthy_timeout: float) -> None:
         if tail:
             run.report("  gateway log: " + " | ".join(tail))
     port = engine.host_port(gateway.id, f"{GATEWAY_PORT}/tcp")
-    run.attempt("healthz", partial(_healthz, port))
+    admin = engine.host_port(gateway.id, f"{ADMIN_PORT}/tcp")
+    run.attempt("healthz", partial(_healthz, admin, port))
     run.attempt("proxy", partial(_proxy, port))
     run.attempt("not-found", partial(_not_found, port))
     run.attempt("non-root", partial(_non_root, run.image, gateway.id))
@@ -261,15 +267,19 @@ def _start_pair(run: _Run, tmp: Path) -> tuple[engine.Container, engine.Containe
         read_only=True,
         tmpfs=["/tmp"],
         volumes=[(str(config), CONFIG_PATH, "ro")],
-        publish=[("127.0.0.1:", GATEWAY_PORT)],
+        publish=[("127.0.0.1:", GATEWAY_PORT), ("127.0.0.1:", ADMIN_PORT)],
     )
     return upstream, gateway
 
 
-def _healthz(port: int) -> str:
-    answer = http_get(port, "/healthz")
-    assert answer.status == 200, f"/healthz answered {answer.status}"
-    return "/healthz 200"
+def _healthz(admin: int, public: int) -> str:
+    answer = http_get(admin, "/healthz")
+    assert answer.status == 200, f"/healthz on the admin port answered {answer.status}"
+    ready = http_get(admin, "/readyz")
+    assert ready.status == 200, f"/readyz on the admin port answered {ready.status}"
+    exposed = http_get(public, "/healthz")
+    assert exposed.status == 404, f"/healthz on the public port answered {exposed.status}"
+    return f"/healthz and /readyz 200 on the admin port {ADMIN_PORT}, 404 on the public one"
 
 
 def _proxy(port: int) -> str:

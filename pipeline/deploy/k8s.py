@@ -137,9 +137,7 @@ def check_manifests(docs: Sequence[Mapping[str, Any]], image: str) -> list[str]:
         problems.append("container: allowPrivilegeEscalation is not false")
     if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
         problems.append("container: capabilities are not drop [ALL] with nothing added")
-    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        if container.get(probe, {}).get("httpGet", {}).get("path") != path:
-            problems.append(f"container: {probe} is not an HTTP GET of {path}")
+    problems += _check_probes(container)
     resources = container.get("resources", {})
     for part in ("requests", "limits"):
         for what in ("cpu", "memory"):
@@ -147,6 +145,22 @@ def check_manifests(docs: Sequence[Mapping[str, Any]], image: str) -> list[str]:
                 problems.append(f"container: no resources.{part}.{what}")
     problems += _check_companions(docs, deployment, pod_labels)
     problems += _check_termination(docs, pod, container)
+    return problems
+
+
+def _check_probes(container: Mapping[str, Any]) -> list[str]:
+    """Readiness and liveness are HTTP GETs of /readyz and /healthz on the admin port (the
+    gateway serves them only there); a startup probe, if any, on the admin port too."""
+    problems: list[str] = []
+    ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+    admin = {"admin", ports.get("admin")} - {None}
+    wanted = (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", ""))
+    for probe, path in wanted:
+        get = container.get(probe, {}).get("httpGet", {})
+        if path and get.get("path") != path:
+            problems.append(f"container: {probe} is not an HTTP GET of {path}")
+        elif get and get.get("port") not in admin:
+            problems.append(f"container: {probe} is not on the admin port ({get.get('port')})")
     return problems
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,13 @@ def test_rounds_combine_into_each_targets_median_in_first_pass_order() -> None:
     )
     assert (two.requests_per_sec, two.cpu_us_per_request) == (11000, 115.0)
     assert one.note == "(median of 3)"
+
+
+def test_the_benchmarks_gateway_config_is_one_the_gateway_accepts(tmp_path: Path) -> None:
+    from gateway.config import load
+    from pipeline.bench.gateway import gateway_config
+
+    config = load(str(gateway_config(tmp_path, 18080, 18081, 18082)))
+    assert (config.server.port, config.admin.port) == (18080, 18082)
+    (route,) = config.routes
+    assert route.auth is not None and route.rate_limit is not None

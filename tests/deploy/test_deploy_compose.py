@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -275,8 +276,11 @@ def test_deploy_local_answers_through_the_gateway_and_deploy_down_removes_it_all
         check=True,
     ).stdout
     assert "GET /hello?from=deploy.local 200" in upstream_log
-    with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
-        assert response.status == 200
+    with pytest.raises(urllib.error.HTTPError) as public:
+        urllib.request.urlopen(f"{url}/healthz", timeout=5)
+    assert public.value.code == 404, "health is on the admin listener, not the public port"
+    health = _docker("inspect", "--format", "{{.State.Health.Status}}", f"{project}-gateway-1")
+    assert health.strip() == "healthy"
     assert _docker(
         "ps", "--filter", f"label=com.docker.compose.project={project}", "--format", "{{.Names}}"
     ).split() == [f"{project}-gateway-1", f"{project}-upstream-1"]

@@ -462,6 +462,7 @@ def test_the_config_map_with_the_secrets_keys_is_a_valid_gateway_config_listenin
     assert "api_keys" not in data  # the hashes are only in the Secret
     config = parse_gateway_config(_merged(data, _example_keys(result.env)))
     assert config.server.port == 8080
+    assert (config.admin.host, config.admin.port) == ("0.0.0.0", 9901)
     assert [r.path for r in config.routes] == ["/api"]
     assert name.startswith("gateway-config-")  # content-hashed: a config change rolls the pods
 
@@ -621,6 +622,10 @@ def _drop_kind(kind: str) -> Any:
                 "terminationGracePeriodSeconds 10 < preStop sleep 5 + drain_timeout 20:"
                 " pods would be killed mid-drain"
             ],
+        ),
+        (
+            _mutate_container("livenessProbe", {"httpGet": {"path": "/healthz", "port": "http"}}),
+            ["container: livenessProbe is not on the admin port (http)"],
         ),
         (_drop_kind("PodDisruptionBudget"), ["no PodDisruptionBudget selects the gateway pods"]),
         (

@@ -333,3 +333,28 @@ def test_workers_never_outlive_a_killed_supervisor(
     for w in left:  # never leave them behind, even when this fails
         os.kill(w, signal.SIGKILL)
     assert left == []
+
+
+def test_several_configs_merge_in_order_so_key_hashes_can_come_from_a_secret(
+    tmp_path: Path,
+) -> None:
+    """The Kubernetes shape: the ConfigMap's config names the keys its routes need, a file
+    mounted from a Secret holds their hashes; --check and the server take the same list."""
+    base = tmp_path / "gateway.toml"
+    base.write_text(
+        '[server]\nport = 8080\n[[routes]]\nname = "api"\npath = "/api"\n'
+        'upstream = { targets = ["http://upstream:80"] }\nauth = { keys = ["web"] }\n'
+    )
+    keys = tmp_path / "api-keys.toml"
+    keys.write_text(f'[api_keys]\nweb = "{hashlib.sha256(b"k").hexdigest()}"\n')
+    alone = _cli("--check", "--config", str(base))
+    assert (alone.returncode, alone.stderr) == (
+        2,
+        'gateway: config error: routes[0].auth.keys[0]: unknown API key "web" '
+        "(define it under [api_keys])\n",
+    )
+    merged = _cli("--check", "--config", str(base), "--config", str(keys))
+    assert (merged.returncode, merged.stdout) == (
+        0,
+        f"gateway: config OK: {base}, {keys} (1 routes)\n",
+    )

@@ -273,3 +273,15 @@ def test_the_admin_listener_defaults_to_localhost_9901_and_the_sample_to_all_add
     with open(ROOT / "gateway" / "sample.toml", "rb") as f:
         sample = parse(tomllib.load(f))
     assert (sample.admin.host, sample.admin.port) == ("0.0.0.0", 9901)
+
+
+def test_merged_configs_merge_tables_key_by_key_and_replace_everything_else() -> None:
+    from gateway.config import merge
+
+    base = {"server": {"port": 8080, "workers": 1}, "routes": [{"name": "a"}], "api_keys": {}}
+    over = {"server": {"workers": 4}, "routes": [{"name": "b"}], "api_keys": {"web": "h"}}
+    assert merge(base, over) == {
+        "server": {"port": 8080, "workers": 4},
+        "routes": [{"name": "b"}],
+        "api_keys": {"web": "h"},
+    }
