@@ -395,7 +395,7 @@ def deploy_local(
 ) -> None:
     """Run the gateway + a sample upstream (compose), check a request, print the URL.
 
-    Builds the image if none is recorded, starts both services, waits until they are healthy,
+    Builds this checkout (cached), starts both services, waits until they are healthy,
     sends a request through the gateway and checks the upstream answered it."""
     from pipeline.deploy.compose import LocalRequest, deploy_local
 

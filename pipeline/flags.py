@@ -136,11 +136,12 @@ PUBLISH = {
 
 DEPLOY_LOCAL = {
     "image": "gateway image in the local store (default: .env.local GATEWAY_IMAGE, then"
-    " the image in build/image.toml, built first if missing)",
+    " this checkout, built into build/image.toml)",
     "project": "compose project name (default: api-gateway-local); deploy.down takes the same",
     "port": "host port for the gateway (default: GATEWAY_PORT or 8080; 0: any free port)",
     "wait": "seconds to wait for the services to become healthy (default 120)",
-    "build": "build the image when none is recorded (default: yes; --no-build refuses)",
+    "build": "build this checkout first, cached (default: yes); --no-build: the recorded image"
+    " as it is",
 }
 
 DEPLOY_DOWN = {"project": "compose project name (default: api-gateway-local)"}

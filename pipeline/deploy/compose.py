@@ -310,24 +310,27 @@ def deploy_local(
 
 
 def recorded_image(record_path: Path, *, build: bool, build_image: Callable[[], None]) -> str:
-    """The image ``docker.build`` recorded and loaded; built first when there is none."""
+    """The image ``docker.build`` recorded and loaded. With ``build`` (the default), built from
+    this checkout first (a cached rebuild takes seconds), so the stack never runs stale code;
+    without it, the recorded image as it is."""
     from pipeline.build.record import BuildRecord
     from pipeline.engine import image_exists
 
-    with contextlib.suppress(UsageError):
+    if build:
+        print("deploy.local: building this checkout (docker.build)", flush=True)
+        build_image()
+    try:
         record = BuildRecord.read(record_path)
-        if record.loaded and image_exists(record.reference):
-            return record.reference
-    if not build:
+    except UsageError:
         raise UsageError(
-            f"no loaded image recorded in {record_path}",
+            f"no image recorded in {record_path}",
+            hint="run `invoke docker.build`, or pass --image REF",
+        ) from None
+    if not (record.loaded and image_exists(record.reference)):
+        raise UsageError(
+            f"{record.reference} ({record_path}) is not in the local image store",
             hint="run `invoke docker.build`, or pass --image REF",
         )
-    print("deploy.local: no local image recorded yet: running docker.build", flush=True)
-    build_image()
-    record = BuildRecord.read(record_path)
-    if not (record.loaded and image_exists(record.reference)):
-        raise UsageError(f"docker.build did not load {record.reference} into the local store")
     return record.reference
 
 
