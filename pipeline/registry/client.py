@@ -293,6 +293,27 @@ class RegistryClient:
             what=f"delete {self.host}/{repository}@{digest}",
         )
 
+    def delete_tag(self, repository: str, tag: str) -> None:
+        """DELETE one tag (OCI distribution 1.1); a registry that only deletes by digest
+        (``registry:2``) refuses, which is a ``RegistryError`` saying so."""
+        if is_digest(tag):
+            raise RegistryError(f"refusing to delete {tag!r} as a tag: it is a digest")
+        try:
+            self._call(
+                "DELETE",
+                f"/v2/{repository}/manifests/{tag}",
+                scope=f"repository:{repository}:delete",
+                what=f"delete the tag {self.host}/{repository}:{tag}",
+            )
+        except TransientRegistryError:
+            raise
+        except RegistryError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            raise RegistryError(
+                f"{self.host} cannot delete the tag {tag} (no DELETE of tags on this registry)"
+            ) from exc
+
     def tags(self, repository: str) -> list[str]:
         """Every tag of the repository (pages followed); [] if the repository does not exist."""
         result: list[str] = []

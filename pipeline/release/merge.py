@@ -28,13 +28,20 @@ from typing import Any
 
 from pipeline.build.record import BuildRecord
 from pipeline.engine.imagetools import imagetools_composer
-from pipeline.errors import RegistryError, UsageError
+from pipeline.errors import CommandError, RegistryError, UsageError
 from pipeline.gitref import ReleaseContext
 from pipeline.oci.labels import LABEL, ImageTags
 from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
 from pipeline.oci.platform import platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
-from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.registry.client import (
+    NotFoundError,
+    RegistryClient,
+    TransientRegistryError,
+    call_with_retry,
+    is_transient,
+)
+from pipeline.release.moving import move
 from pipeline.release.push import (
     Log,
     PushResult,
@@ -150,6 +157,20 @@ def record_for(
 # --- I/O ---
 
 
+def _transient(compose: Composer, sources: Sequence[str]) -> bytes:
+    """``compose(sources)``, its failures classified: a reset or a 5xx is worth retrying."""
+    try:
+        return compose(sources)
+    except TransientRegistryError:
+        raise
+    except CommandError as exc:
+        if is_transient(exc.stderr or exc.message):
+            raise TransientRegistryError(
+                exc.message, argv=exc.argv, stderr=exc.stderr, hint=exc.hint
+            ) from None
+        raise
+
+
 @dataclass
 class MergeResult:
     push: PushResult
@@ -192,7 +213,13 @@ def merge(
             "nothing was tagged",
             hint="wait for (or re-run) the build of every platform, or pass --platform",
         )
-    index = index_manifest(compose([f"{ref.name}@{d}" for d in sources]))
+    index = index_manifest(
+        call_with_retry(
+            lambda: _transient(compose, [f"{ref.name}@{d}" for d in sources]),
+            client.retry,
+            on_retry=lambda n, exc: log(f"retrying imagetools create (attempt {n + 1}): {exc}"),
+        )
+    )
     fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
     existing = {tag: client.digest(repo, tag) for tag in fixed}
     same = same_image(record, client, existing, index.digest, lambda _: index.images())
@@ -234,7 +261,8 @@ def merge(
         before_moving(stored.digest)
     for tag, reason in plan.held:
         log(f"not moving {tag}: {reason}")
-    written += _write(client, repo, stored, plan.moving, log)
+    moved = move(client, repo, stored, plan.moving, log=log)
+    written += list(moved.written)
     result = PushResult(
         image=record.image,
         digest=stored.digest,
@@ -245,6 +273,7 @@ def merge(
         held=list(plan.held),
         attestations=len(stored.attestations()),
         duration_s=round(time.monotonic() - started, 2),
+        previous=moved.previous,
     )
     return MergeResult(push=result, sources=tuple(sources))
 

@@ -41,6 +41,7 @@ from pipeline.registry.client import (
     credentials_for,
     retry_policy,
 )
+from pipeline.release.moving import MovingTagsError, move
 from pipeline.release.tags import SemVer, highest_stable
 
 Log = Callable[[str], None]
@@ -149,6 +150,7 @@ class PushResult:
     held: list[tuple[str, str]] = field(default_factory=list)
     attestations: int = 0
     duration_s: float = 0.0
+    previous: dict[str, str | None] = field(default_factory=dict)
 
 
 def login(
@@ -259,7 +261,8 @@ def push(
         before_moving(digest)
     for tag, reason in plan.held:
         log(f"not moving {tag}: {reason}")
-    written += _write(client, repo, manifest, plan.moving, log)
+    moved = move(client, repo, manifest, plan.moving, log=log)
+    written += list(moved.written)
     return PushResult(
         image=record.image,
         digest=digest,
@@ -270,6 +273,7 @@ def push(
         held=list(plan.held),
         attestations=len(manifest.attestations()) if manifest.is_index else 0,
         duration_s=round(time.monotonic() - started, 2),
+        previous=moved.previous,
     )
 
 
@@ -351,6 +355,11 @@ def update_record(record: BuildRecord, result: PushResult) -> BuildRecord:
             "attestations": result.attestations,
             "duration_s": result.duration_s,
         },
+        "moving": {
+            "result": "moved",
+            "digest": result.digest,
+            "previous": {t: d or "" for t, d in result.previous.items()},
+        },
     }
     return record
 
@@ -364,6 +373,7 @@ def push_record(
     before_moving: Callable[[str], None] | None = None,
     docker: DockerRunner | None = None,
     client: RegistryClient | None = None,
+    inspect: Callable[[str], str] | None = None,
     log: Log = print,
 ) -> PushResult:
     """Log in (password on stdin), push the record's image (see ``push``), write the digest
@@ -373,14 +383,20 @@ def push_record(
     retry = retry_policy(extra, environ)
     runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
     login(host, credentials_for(host, environ), docker=runner, retry=retry)
-    result = push(
-        record,
-        client or client_for(host, extra=extra, environ=environ),
-        docker=runner,
-        retry=retry,
-        latest_policy=latest_policy,
-        before_moving=before_moving,
-        log=log,
-    )
+    try:
+        result = push(
+            record,
+            client or client_for(host, extra=extra, environ=environ),
+            docker=runner,
+            retry=retry,
+            latest_policy=latest_policy,
+            before_moving=before_moving,
+            inspect=inspect,
+            log=log,
+        )
+    except MovingTagsError as exc:
+        record.extra = {**record.extra, "moving": exc.as_record()}
+        record.write(record_path)
+        raise
     update_record(record, result).write(record_path)
     return result
