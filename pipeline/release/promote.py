@@ -1,11 +1,11 @@
 """``docker.promote`` and ``docker.rollback``: environment tags that point at signed digests,
 with their history kept IN the registry so any machine can roll back.
 
-Every promotion moves the ``<env>`` tag, then writes a history tag
-``<env>-<UTC yyyymmddHHMMSSffffff>`` at the same digest. The history is the list of those tags
-in time order; a rollback without ``--to`` points the environment at the most recent history
-entry whose digest differs from the current one (so two rollbacks in a row toggle, like
-``helm rollback``). A rollback is itself a promotion: it is recorded too.
+Every promotion first appends a history entry ``<env>-<N>`` at the digest (``N`` the registry's
+own sequence: see ``pipeline.release.envhistory``), then moves the ``<env>`` tag. A rollback
+without ``--to`` points the environment at the newest entry before the current digest's with
+another digest (so two rollbacks in a row toggle, like ``helm rollback``), skipping entries that
+fail signature verification, one line each. A rollback is itself a promotion: it is recorded too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pipeline.errors import PipelineError, UsageError
 from pipeline.oci.manifest import Manifest
 from pipeline.oci.reference import Reference, is_digest
 from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.release import envhistory
 from pipeline.release.sign import UnsignedError
 
 DEFAULT_ENVIRONMENTS = ("staging", "production")
@@ -120,10 +121,11 @@ def promote(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     log: Log = print,
 ) -> Promotion:
-    """Point ``<image>:<environment>`` at ``ref`` once it is known to exist and be signed."""
+    """Point ``<image>:<environment>`` at ``ref`` once it is known to exist and be signed.
+    ``now`` is accepted for older callers and unused: the history's order is the registry's."""
     check_environment(environment, allowed)
     manifest = resolve(client, image, ref)
-    return _point(client, image, environment, manifest, verified=verified, now=now, log=log)
+    return _point(client, image, environment, manifest, verified=verified, log=log)
 
 
 def rollback(
@@ -142,21 +144,24 @@ def rollback(
     repo = image.repository
     if to is not None:
         manifest = resolve(client, image, to)
-    else:
-        current = client.digest(repo, environment)
-        history = [
-            (tag, digest)
-            for tag in history_tags(environment, client.tags(repo))
-            if (digest := client.digest(repo, tag)) is not None
-        ]
-        target = previous_digest(history, current)
-        if target is None:
-            raise NoHistoryError(
-                f"{image.name}: no earlier digest in the history of {environment!r}",
-                hint="pass --to TAG|DIGEST, or promote first",
+        return _point(client, image, environment, manifest, verified=verified, log=log)
+    current = client.digest(repo, environment)
+    skipped = 0
+    for entry in envhistory.previous(envhistory.read(client, repo, environment), current):
+        if not verified(image.with_digest(entry.digest)):
+            skipped += 1
+            log(
+                f"skipping history entry {entry.tag} ({entry.digest}): "
+                "no valid signature for the configured key"
             )
-        manifest = resolve(client, image, target)
-    return _point(client, image, environment, manifest, verified=verified, now=now, log=log)
+            continue
+        manifest = resolve(client, image, entry.digest)
+        return _point(client, image, environment, manifest, verified=None, log=log)
+    unsigned = f" ({skipped} skipped: not signed)" if skipped else ""
+    raise NoHistoryError(
+        f"{image.name}: no earlier digest in the history of {environment!r}{unsigned}",
+        hint="pass --to TAG|DIGEST, or promote first",
+    )
 
 
 def _point(
@@ -165,29 +170,39 @@ def _point(
     environment: str,
     manifest: Manifest,
     *,
-    verified: Verifier,
-    now: Callable[[], datetime],
+    verified: Verifier | None,
     log: Log,
 ) -> Promotion:
+    """History first, then the environment tag (see the module docstring). ``verified`` None:
+    the caller has verified the signature already."""
     repo = image.repository
     target = image.with_digest(manifest.digest)
-    if not verified(target):
+    if verified is not None and not verified(target):
         raise UnsignedError(
             f"{target} is not signed (no valid signature for the configured key): "
             f"{environment} was not changed",
             hint="sign it first: `invoke docker.sign`",
         )
     previous = client.digest(repo, environment)
-    if previous == manifest.digest:
+    entries = envhistory.read(client, repo, environment)
+    newest = entries[-1].digest if entries else None
+    if previous == manifest.digest and newest == manifest.digest:
         log(f"{image.name}:{environment} is already at {manifest.digest}")
         return Promotion(environment, manifest.digest, previous, None, False)
-    stamp = history_tag(environment, now())
-    # The environment first: if the history write then fails, the newest history entry is
-    # still the previous digest, which is exactly what a rollback needs.
-    client.put_manifest(repo, environment, manifest)
-    client.put_manifest(repo, stamp, manifest)
+    if previous is not None and previous != manifest.digest and newest != previous:
+        kept = envhistory.append(client, repo, environment, client.manifest(repo, previous))
+        log(
+            f"{image.name}:{environment} was at {previous} without a history entry "
+            f"(written outside the pipeline): recorded it as {kept.tag}"
+        )
+        newest = previous
+    stamp = None
+    if newest != manifest.digest:
+        stamp = envhistory.append(client, repo, environment, manifest, log=log).tag
+    if previous != manifest.digest:
+        client.put_manifest(repo, environment, manifest)
     log(
         f"{image.name}:{environment} -> {manifest.digest}"
-        f" (was {previous or 'unset'}; history {stamp})"
+        f" (was {previous or 'unset'}; history {stamp or 'already written'})"
     )
-    return Promotion(environment, manifest.digest, previous, stamp, True)
+    return Promotion(environment, manifest.digest, previous, stamp, previous != manifest.digest)
