@@ -264,10 +264,10 @@ def _branch(path: Path) -> str | None:
 
 
 def _https_url(url: str) -> str:
-    if url.startswith("git@") and ":" in url:
-        host, _, repo = url[4:].partition(":")
-        url = f"https://{host}/{repo}"
-    return url.removesuffix(".git")
+    """The remote as an https URL without credentials (it becomes a label)."""
+    from pipeline.redact import public_url
+
+    return public_url(url)
 
 
 def resolve(

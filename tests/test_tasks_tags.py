@@ -215,6 +215,7 @@ def test_the_pipeline_library_gets_bytecode_but_tasks_py_does_not(
             "oci/__init__",
             "oci/labels",
             "oci/platform",
+            "redact",
             "release/__init__",
             "release/tags",
         ]

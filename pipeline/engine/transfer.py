@@ -5,13 +5,14 @@ caller retries."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 
 from pipeline.engine.cli import docker_argv
 from pipeline.errors import CommandError, RegistryError
 from pipeline.proc import run
+from pipeline.redact import redact
 from pipeline.registry.client import TransientRegistryError, is_transient
+from pipeline.registry.dockerauth import docker_env
 
 DockerRunner = Callable[[Sequence[str], str | None], None]
 
@@ -22,7 +23,13 @@ def docker_cli(timeout: float | None = None) -> DockerRunner:
 
     def runner(argv: Sequence[str], stdin: str | None) -> None:
         try:
-            run(docker_argv(*argv), input=stdin, timeout=timeout, error=RegistryError)
+            run(
+                docker_argv(*argv),
+                input=stdin,
+                env=docker_env(None),
+                timeout=timeout,
+                error=RegistryError,
+            )
         except CommandError as exc:
             text = exc.stderr or exc.message
             kind = TransientRegistryError if is_transient(text) else RegistryError
@@ -38,4 +45,4 @@ def docker_cli(timeout: float | None = None) -> DockerRunner:
 
 
 def _redact(text: str) -> str:
-    return re.sub(r"(?i)(password|token|secret)=\S+", r"\1=***", text)
+    return redact(text)

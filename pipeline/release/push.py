@@ -18,6 +18,7 @@ A re-run after a kill converges: each step is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from pipeline.registry.client import (
     credentials_for,
     retry_policy,
 )
+from pipeline.registry.dockerauth import temporary_docker_config
 from pipeline.release.moving import MovingTagsError, move
 from pipeline.release.tags import SemVer, highest_stable
 
@@ -382,11 +384,40 @@ def push_record(
     host = parse_reference(record.image).host
     retry = retry_policy(extra, environ)
     runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
-    login(host, credentials_for(host, environ), docker=runner, retry=retry)
+    credentials = credentials_for(host, environ)
+    with contextlib.ExitStack() as stack:
+        if credentials is not None:
+            stack.enter_context(temporary_docker_config(environ))
+        login(host, credentials, docker=runner, retry=retry)
+        return _push_and_record(
+            record,
+            record_path,
+            client or client_for(host, extra=extra, environ=environ),
+            runner,
+            retry,
+            latest_policy,
+            before_moving,
+            inspect,
+            log,
+        )
+    raise AssertionError("unreachable")
+
+
+def _push_and_record(
+    record: BuildRecord,
+    record_path: Path,
+    client: RegistryClient,
+    runner: DockerRunner,
+    retry: RetryPolicy,
+    latest_policy: str,
+    before_moving: Callable[[str], None] | None,
+    inspect: Callable[[str], str] | None,
+    log: Log,
+) -> PushResult:
     try:
         result = push(
             record,
-            client or client_for(host, extra=extra, environ=environ),
+            client,
             docker=runner,
             retry=retry,
             latest_policy=latest_policy,

@@ -17,6 +17,7 @@ from pipeline.errors import CommandError, PipelineError
 from pipeline.oci.reference import Reference, is_loopback
 from pipeline.proc import run
 from pipeline.registry.client import RetryPolicy, call_with_retry, is_transient
+from pipeline.registry.dockerauth import docker_env
 
 ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
 
@@ -122,7 +123,7 @@ Runner = Callable[[Sequence[str], Mapping[str, str] | None], str]
 
 
 def cosign_runner(argv: Sequence[str], env: Mapping[str, str] | None) -> str:
-    return run(argv, env=env, error=SigningError, what=" ".join(argv[:2])).stdout
+    return run(argv, env=docker_env(env), error=SigningError, what=" ".join(argv[:2])).stdout
 
 
 def sign(
