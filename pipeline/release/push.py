@@ -385,49 +385,23 @@ def push_record(
     retry = retry_policy(extra, environ)
     runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
     credentials = credentials_for(host, environ)
-    with contextlib.ExitStack() as stack:
-        if credentials is not None:
-            stack.enter_context(temporary_docker_config(environ))
+    private = temporary_docker_config(environ) if credentials else contextlib.nullcontext()
+    with private:
         login(host, credentials, docker=runner, retry=retry)
-        return _push_and_record(
-            record,
-            record_path,
-            client or client_for(host, extra=extra, environ=environ),
-            runner,
-            retry,
-            latest_policy,
-            before_moving,
-            inspect,
-            log,
-        )
-    raise AssertionError("unreachable")
-
-
-def _push_and_record(
-    record: BuildRecord,
-    record_path: Path,
-    client: RegistryClient,
-    runner: DockerRunner,
-    retry: RetryPolicy,
-    latest_policy: str,
-    before_moving: Callable[[str], None] | None,
-    inspect: Callable[[str], str] | None,
-    log: Log,
-) -> PushResult:
-    try:
-        result = push(
-            record,
-            client,
-            docker=runner,
-            retry=retry,
-            latest_policy=latest_policy,
-            before_moving=before_moving,
-            inspect=inspect,
-            log=log,
-        )
-    except MovingTagsError as exc:
-        record.extra = {**record.extra, "moving": exc.as_record()}
-        record.write(record_path)
-        raise
+        try:
+            result = push(
+                record,
+                client or client_for(host, extra=extra, environ=environ),
+                docker=runner,
+                retry=retry,
+                latest_policy=latest_policy,
+                before_moving=before_moving,
+                inspect=inspect,
+                log=log,
+            )
+        except MovingTagsError as exc:
+            record.extra = {**record.extra, "moving": exc.as_record()}
+            record.write(record_path)
+            raise
     update_record(record, result).write(record_path)
     return result
