@@ -293,9 +293,8 @@ def docker_merge(
     record: str | None = None,
 ) -> None:
     """Merge per-platform digests into ONE tagged index (release tags immutable, moving last)."""
-    from datetime import UTC, datetime
-
     from pipeline.build.plan import DIGESTS_DIR
+    from pipeline.clock import utc_stamp
     from pipeline.oci.reference import parse_reference
     from pipeline.registry.client import client_for
     from pipeline.release.merge import merge_sources, merge_to_record, read_digests_dir, record_for
@@ -318,7 +317,7 @@ def docker_merge(
         expected = [p.strip() for v in platform or () for p in v.split(",") if p.strip()]
         expected = expected or list(config.platforms)
         planned = record_for(
-            computed, context, expected, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            computed, context, expected, utc_stamp()
         )
         host = parse_reference(planned.image).host
         merged = merge_to_record(
@@ -734,6 +733,7 @@ def registry_publish(
     """Build, test, scan, push and sign, stopping at the first failure; print a summary."""
     from pipeline.github import append_summary, write_outputs
     from pipeline.release import publish as pub
+    from pipeline.release import summary as pub_summary
 
     with edge():
         request = pub.PublishRequest(
@@ -759,12 +759,14 @@ def registry_publish(
             cwd=Path.cwd(),
             bin_dir=ROOT / ".venv" / "bin",
         )
-        print(pub.text(result))
+        print(pub_summary.text(result))
         summary_file = os.environ.get("GITHUB_STEP_SUMMARY", "")
         if summary_file:
-            append_summary(Path(summary_file), pub.markdown(result))
+            append_summary(Path(summary_file), pub_summary.markdown(result))
         if os.environ.get("GITHUB_OUTPUT"):
-            write_outputs(Path(os.environ["GITHUB_OUTPUT"]), pub.outputs(result, summary_file))
+            write_outputs(
+                Path(os.environ["GITHUB_OUTPUT"]), pub_summary.outputs(result, summary_file)
+            )
         if result.failure is not None:
             raise result.failure
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.clock import parse_utc
 from pipeline.errors import ContextError, UsageError
 
 EVENTS = ("push", "pull_request", "pull_request_target", "workflow_dispatch", "schedule", "local")
@@ -191,12 +192,11 @@ def _read_payload(path: str) -> dict[str, Any]:
 
 
 def _iso_to_epoch(value: Any) -> int | None:
-    from datetime import datetime
 
     if not isinstance(value, str) or not value:
         return None
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        return int(parse_utc(value).timestamp())
     except ValueError:
         return None
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import CommandError, LintError
+from pipeline.proc import find_tool
 
 # check-jsonschema's builtin schema for each kind of file.
 SCHEMAS = {
@@ -85,7 +86,7 @@ def find_targets(root: Path) -> Targets:
     )
 
 
-def action_checks(targets: Targets, tool: Callable[[str], str] = str) -> list[Check]:
+def action_checks(targets: Targets, tool: Callable[[str], str] = find_tool) -> list[Check]:
     """The argvs of ``lint.actions``. ``tool`` maps a program name to the path to run."""
     if not targets.workflows and not targets.actions:
         raise LintError(
@@ -136,7 +137,7 @@ def action_checks(targets: Targets, tool: Callable[[str], str] = str) -> list[Ch
     return checks
 
 
-def dockerfile_checks(dockerfile: Path, tool: Callable[[str], str] = str) -> list[Check]:
+def dockerfile_checks(dockerfile: Path, tool: Callable[[str], str] = find_tool) -> list[Check]:
     """The argv of ``lint.dockerfile``: hadolint on the Dockerfile."""
     return [Check("hadolint", (tool("hadolint"), "--no-color", str(dockerfile)))]
 

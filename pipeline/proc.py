@@ -54,6 +54,14 @@ def run(
     return done
 
 
+def find_tool(name: str, bin_dir: Path | None = None) -> str:
+    """The one tool lookup: ``name`` in ``bin_dir`` (default: this interpreter's environment,
+    where ``uv sync`` installs the scanners and linters) when it is there, else ``name`` for
+    ``PATH``."""
+    candidate = (bin_dir or Path(sys.executable).parent) / name
+    return str(candidate) if candidate.exists() else name
+
+
 def stream(argv: Sequence[str], *, cwd: Path | None = None) -> int:
     """Run ``argv`` with its output going straight to the terminal; return its exit code."""
     sys.stdout.flush()

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import engine
-from pipeline.build.plan import BuildOptions, run_build
+from pipeline.build.plan import BuildOptions
 from pipeline.build.record import BuildRecord
+from pipeline.build.run import run_build
 from pipeline.config import Settings, invoke_defaults, load_pyproject
 from pipeline.release.tags import image_tags
 

@@ -41,12 +41,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # Debts being paid off by the redesign (issue #15): each entry must still be a debt, so the
 # lists only shrink. Empty is the goal.
-OVERSIZE: set[str] = {
-    "pipeline.bench.gateway",
-    "pipeline.build.plan",
-    "pipeline.registry.client",
-    "pipeline.release.publish",
-}
+OVERSIZE: set[str] = {}
 LONG_FUNCTIONS: set[str] = {
     "run_bench",
     "run_build",

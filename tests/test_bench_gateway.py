@@ -6,14 +6,8 @@ import math
 
 import pytest
 
-from pipeline.bench.gateway import (
-    Result,
-    combine,
-    cpu_ratio,
-    format_table,
-    parse_wrk,
-    scaling_ceiling,
-)
+from pipeline.bench.figures import Result, combine, cpu_ratio, format_table, scaling_ceiling
+from pipeline.bench.wrk import parse_wrk
 
 WRK = """\
 Running 5s test @ http://127.0.0.1:8080/

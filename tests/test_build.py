@@ -10,32 +10,26 @@ from typing import Any
 
 import pytest
 
-from pipeline.build.plan import (
-    STAMP,
+from pipeline.build.base import (
     BaseImage,
-    BuildOptions,
-    CacheSpec,
     base_name,
-    ca_secrets,
-    cache_is_current,
-    cache_spec,
-    choose_platforms,
-    context_files,
-    context_size,
     dockerfile_base,
-    ignored,
-    inputs_digest,
-    load_problem,
     mirror_reference,
+    qualified_name,
+)
+from pipeline.build.cache import CacheSpec, cache_spec, prune_local_cache
+from pipeline.build.dockerignore import context_files, context_size, ignored, read_dockerignore
+from pipeline.build.plan import (
+    BuildOptions,
+    ca_secrets,
+    choose_platforms,
+    load_problem,
     parse_build_args,
     plan_build,
     platform_supported,
-    preflight,
-    prune_local_cache,
-    qualified_name,
-    read_dockerignore,
-    read_progress,
 )
+from pipeline.build.progress import read_progress
+from pipeline.build.run import STAMP, cache_is_current, inputs_digest, preflight
 from pipeline.config import Settings
 from pipeline.errors import UsageError
 from pipeline.oci.labels import ImageTags

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import engine
+from pipeline.build.base import resolve_base
 from pipeline.build.containertest import run_checks
-from pipeline.build.plan import BuildOptions, read_progress, resolve_base
+from pipeline.build.plan import BuildOptions
+from pipeline.build.progress import read_progress
 from pipeline.build.record import BuildRecord
 from pipeline.errors import EngineError
 

@@ -108,7 +108,7 @@ def test_nothing_to_lint_is_an_error_not_a_pass() -> None:
 
 
 def test_the_dockerfile_goes_to_hadolint() -> None:
-    assert dockerfile_checks(Path("docker/Dockerfile")) == [
+    assert dockerfile_checks(Path("docker/Dockerfile"), str) == [
         Check("hadolint", ("hadolint", "--no-color", "docker/Dockerfile"))
     ]
 

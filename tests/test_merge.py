@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
+from pipeline.build.base import BaseImage
 from pipeline.build.plan import (
-    BaseImage,
     BuildOptions,
     BuildPlan,
     digest_file_name,
     digest_output,
     plan_build,
-    run_build,
     write_digest_file,
 )
 from pipeline.build.record import BuildRecord
+from pipeline.build.run import run_build
 from pipeline.config import Settings
 from pipeline.errors import RegistryError, UsageError
 from pipeline.gitref import ReleaseContext

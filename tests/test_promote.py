@@ -14,7 +14,9 @@ from faultproxy import cosign_keys, push_image
 
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Reference, parse_reference
-from pipeline.registry.client import NotFoundError, RegistryClient, RetryPolicy
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.retry import RetryPolicy
+from pipeline.registry.transport import NotFoundError
 from pipeline.release.promote import (
     NoHistoryError,
     check_environment,

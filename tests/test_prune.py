@@ -13,7 +13,8 @@ from faultproxy import push_image
 
 from pipeline.errors import UsageError
 from pipeline.oci.reference import parse_reference
-from pipeline.registry.client import RegistryClient, RetryPolicy
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.retry import RetryPolicy
 from pipeline.release.prune import Kind, Retention, classify, created_at, plan
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,21 +18,9 @@ from pipeline.config import Settings, invoke_defaults, load_pyproject
 from pipeline.errors import GateError, UsageError
 from pipeline.oci.reference import parse_reference
 from pipeline.registry.client import RegistryClient
-from pipeline.release.publish import (
-    PublishPlan,
-    PublishRequest,
-    Step,
-    StepFactory,
-    Summary,
-    markdown,
-    outputs,
-    plan_steps,
-    publish,
-    run,
-    scan_text,
-    should_push,
-    text,
-)
+from pipeline.release.publish import PublishPlan, PublishRequest, StepFactory, publish
+from pipeline.release.steps import Step, Summary, plan_steps, run_steps, should_push
+from pipeline.release.summary import markdown, outputs, scan_text, text
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = "sha256:" + "d" * 64
@@ -113,7 +101,7 @@ def ticking() -> Any:
 @pytest.mark.parametrize("failing", ["test", "scan"])
 def test_if_test_or_scan_fails_nothing_is_pushed(failing: str) -> None:
     rec = Recorder(fail=failing)
-    summary = run(steps(rec), Summary(image="r"), log=lambda _: None, clock=ticking())
+    summary = run_steps(steps(rec), Summary(image="r"), log=lambda _: None, clock=ticking())
     assert rec.ran == ["build", "test", "scan"][: ["build", "test", "scan"].index(failing) + 1]
     assert "push" not in rec.ran and "sign" not in rec.ran
     assert isinstance(summary.failure, GateError)
@@ -125,7 +113,7 @@ def test_if_test_or_scan_fails_nothing_is_pushed(failing: str) -> None:
 
 def test_a_full_publish_summarises_tags_digest_platforms_scan_and_durations() -> None:
     rec = Recorder()
-    summary = run(steps(rec), Summary(image="r"), log=lambda _: None, clock=ticking())
+    summary = run_steps(steps(rec), Summary(image="r"), log=lambda _: None, clock=ticking())
     assert rec.ran == ["build", "test", "scan", "push", "sign"]
     assert summary.failure is None and summary.ok
     assert text(summary).splitlines() == [
@@ -160,7 +148,7 @@ def test_a_full_publish_summarises_tags_digest_platforms_scan_and_durations() ->
 
 
 def test_a_failed_publish_says_so_in_the_step_summary() -> None:
-    summary = run(steps(Recorder(fail="scan")), Summary(image="r"), log=lambda _: None)
+    summary = run_steps(steps(Recorder(fail="scan")), Summary(image="r"), log=lambda _: None)
     md = markdown(summary)
     assert md.startswith("## r 1.2.3: failed\n")
     assert "| scan | failed: scan failed: 2 HIGH |" in md

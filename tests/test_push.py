@@ -16,14 +16,9 @@ from faultproxy import FaultProxy, build_image, remove_images
 from pipeline.build.record import BuildRecord
 from pipeline.engine.transfer import docker_cli
 from pipeline.oci.reference import parse_reference
-from pipeline.registry.client import (
-    Credentials,
-    RegistryClient,
-    RegistryError,
-    RetryPolicy,
-    TransientRegistryError,
-    is_transient,
-)
+from pipeline.registry.auth import Credentials
+from pipeline.registry.client import RegistryClient, RegistryError
+from pipeline.registry.retry import RetryPolicy, TransientRegistryError, is_transient
 from pipeline.release.push import (
     TagConflictError,
     login,
@@ -229,7 +224,7 @@ def test_a_release_rerun_is_a_no_op_and_another_build_cannot_take_its_tag(
     assert first.written == ["1.2.3", "1.2", "1"]  # v1.2.3 came with the upload
     again = push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
     assert again.unchanged == ["v1.2.3", "1.2.3"]
-    assert again.written == ["1.2", "1"]
+    assert again.written == []  # the moving tags already point at it
     before = tags_of(client, repo)
     assert set(before.values()) == {local}
     remove_images(*record.full_tags)

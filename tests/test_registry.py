@@ -16,18 +16,15 @@ from faultproxy import FaultProxy, build_image, remove_images
 from pipeline.errors import RegistryError
 from pipeline.oci.manifest import Manifest
 from pipeline.oci.reference import Reference, digest_of, is_loopback, parse_reference
-from pipeline.registry.client import (
-    AuthError,
-    Credentials,
-    NotFoundError,
-    RegistryClient,
+from pipeline.registry.auth import Credentials, credentials_for
+from pipeline.registry.client import RegistryClient, client_for
+from pipeline.registry.retry import (
     RetryPolicy,
     TransientRegistryError,
     call_with_retry,
-    client_for,
-    credentials_for,
     retry_policy,
 )
+from pipeline.registry.transport import AuthError, NotFoundError
 
 FAST = RetryPolicy(attempts=4, max_seconds=10, initial=0.01, max_wait=0.05, jitter=0.01)
 DIGEST = "sha256:" + "a" * 64

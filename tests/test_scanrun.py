@@ -1,14 +1,12 @@
-"""The scan run's edge checks and tool lookup (the scans themselves: tests/test_scan.py)."""
+"""The scan run's edge checks (the scans themselves: tests/test_scan.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import UsageError
-from pipeline.scan.run import ScanRequest, run_scan, tool
+from pipeline.scan.run import ScanRequest, run_scan
 
 
 @pytest.mark.parametrize(
@@ -24,10 +22,3 @@ def test_bad_flags_are_refused_before_anything_is_scanned(
     with pytest.raises(UsageError) as caught:
         run_scan(request_, settings=Settings.from_mapping({}), environ=environ)
     assert caught.value.one_line() == message
-
-
-def test_tools_come_from_the_venv_when_there_else_from_path(tmp_path: Path) -> None:
-    (tmp_path / "trivy").write_text("")
-    assert tool("trivy", tmp_path) == str(tmp_path / "trivy")
-    assert tool("hadolint", tmp_path) == "hadolint"
-    assert tool("trivy", None) == "trivy"

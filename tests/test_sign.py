@@ -214,7 +214,7 @@ def test_the_signing_config_never_prints_its_secrets() -> None:
 
 def test_a_transient_registry_fault_while_signing_is_retried_and_a_bad_key_is_not() -> None:
     from pipeline.errors import CommandError
-    from pipeline.registry.client import RetryPolicy
+    from pipeline.registry.retry import RetryPolicy
 
     fast = RetryPolicy(attempts=3, max_seconds=5, initial=0.01, max_wait=0.02, jitter=0.0)
     ref = parse_reference(f"127.0.0.1:5000/a@{DIGEST}")

@@ -209,6 +209,7 @@ def test_the_pipeline_library_gets_bytecode_but_tasks_py_does_not(
         if no_pyc
         else [
             "__init__",
+            "clock",
             "config",
             "errors",
             "gitref",

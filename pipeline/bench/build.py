@@ -19,15 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline import engine
+from pipeline.build.base import base_name, mirror_reference
 from pipeline.build.containertest import CONFIG_PATH, GATEWAY_PORT, gateway_config
-from pipeline.build.plan import (
-    BuildOptions,
-    base_name,
-    context_size,
-    mirror_reference,
-    run_build,
-)
+from pipeline.build.dockerignore import context_size
+from pipeline.build.plan import BuildOptions
 from pipeline.build.record import BuildRecord
+from pipeline.build.run import run_build
 from pipeline.config import Settings
 from pipeline.release.tags import image_tags
 

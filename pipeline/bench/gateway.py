@@ -23,8 +23,6 @@ import contextlib
 import hashlib
 import importlib.util
 import os
-import re
-import resource
 import shutil
 import signal
 import socket
@@ -35,32 +33,19 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.bench.figures import Result, combine
+from pipeline.bench.wrk import API_KEY, wrk
 from pipeline.errors import PipelineError, UsageError
 
-ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "bench-key"
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: `python -m gateway` runs from it
+
 API_KEY_SHA256 = hashlib.sha256(API_KEY.encode()).hexdigest()
 BODY = "hello, world\n"
 #: The Python programs the benchmark starts, as real files.
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 MINIMAL_NOTE = "stdlib asyncio streams; minimal: no XFF/request id/chunked"
-
-
-@dataclass(frozen=True)
-class Result:
-    label: str
-    url: str
-    requests_per_sec: float
-    p50_ms: float
-    p99_ms: float
-    errors: int  # socket errors plus non-2xx/3xx responses
-    note: str = ""
-    cpu_us_per_request: float = float("nan")  # CPU (user+sys) of the proxy's processes
-    # CPU per request of what the proxy does not own: wrk, and the upstream server.
-    load_us_per_request: float = float("nan")
 
 
 # -- processes ------------------------------------------------------------------------
@@ -179,109 +164,6 @@ def gateway_config(workdir: Path, port: int, upstream_port: int) -> Path:
 
 # -- wrk -----------------------------------------------------------------------------
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
-    if not m:
-        return float("nan")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def parse_wrk(output: str) -> tuple[float, float, float, int]:
-    """(requests/s, p50 ms, p99 ms, errors) from ``wrk --latency`` output."""
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
-    errors = 0
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    if non2xx:
-        errors += int(non2xx.group(1))
-    sock = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    if sock:
-        errors += sum(int(g) for g in sock.groups())
-    return (
-        float(rps.group(1)) if rps else 0.0,
-        _ms(p50.group(1)) if p50 else float("nan"),
-        _ms(p99.group(1)) if p99 else float("nan"),
-        errors,
-    )
-
-
-def _tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                pids.extend(_tree(int(child)))
-    except OSError:
-        pass
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of ``pid`` and its descendants (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in _tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-def wrk(
-    label: str,
-    url: str,
-    seconds: float,
-    connections: int,
-    note: str = "",
-    pid: int | None = None,
-    upstream_pid: int | None = None,
-) -> Result:
-    """Run wrk against ``url``; with ``pid``, also the CPU that process tree used per request,
-    and with ``upstream_pid`` the CPU per request of wrk plus the upstream (the load)."""
-    argv = [
-        "wrk",
-        "-t2",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--latency",
-        "-H",
-        f"X-API-Key: {API_KEY}",
-        url,
-    ]
-    cpu_before = cpu_seconds(pid) if pid else 0.0
-    upstream_before = cpu_seconds(upstream_pid) if upstream_pid else 0.0
-    wrk_before = _children_cpu()
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=seconds + 30, check=False
-        )
-        output = done.stdout
-    except subprocess.TimeoutExpired:
-        return Result(label, url, 0.0, float("nan"), float("nan"), -1, "wrk timed out")
-    cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
-    load = _children_cpu() - wrk_before
-    load += cpu_seconds(upstream_pid) - upstream_before if upstream_pid else float("nan")
-    rps, p50, p99, errors = parse_wrk(output)
-    total = re.search(r"(\d+) requests in", output)
-    count = int(total.group(1)) if total else 0
-    per_request = cpu / count * 1e6 if count and pid else float("nan")
-    load_per_request = load / count * 1e6 if count else float("nan")
-    return Result(label, url, rps, p50, p99, errors, note, per_request, load_per_request)
-
-
-def _children_cpu() -> float:
-    """User+system CPU seconds of the children this process has waited for (wrk runs)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
 
 # -- the run ---------------------------------------------------------------------------
 
@@ -309,40 +191,6 @@ def run(
         raise UsageError(f"--rounds {rounds}: must be at least 1")
     passes = [_one_round(seconds, connections, image) for _ in range(rounds)]
     return combine(passes)
-
-
-def combine(passes: Sequence[Sequence[Result]]) -> list[Result]:
-    """Each target's median over the passes, field by field (pure); the order of the first."""
-    by_label: dict[str, list[Result]] = {}
-    for results in passes:
-        for r in results:
-            by_label.setdefault(r.label, []).append(r)
-
-    def median(values: Sequence[float]) -> float:
-        real = sorted(v for v in values if v == v)
-        if not real:
-            return float("nan")
-        mid = len(real) // 2
-        return real[mid] if len(real) % 2 else (real[mid - 1] + real[mid]) / 2
-
-    out: list[Result] = []
-    for label, runs in by_label.items():
-        first = runs[0]
-        note = first.note if len(runs) == 1 else f"{first.note} (median of {len(runs)})".strip()
-        out.append(
-            Result(
-                label,
-                first.url,
-                median([r.requests_per_sec for r in runs]),
-                median([r.p50_ms for r in runs]),
-                median([r.p99_ms for r in runs]),
-                sum(r.errors for r in runs),
-                note,
-                median([r.cpu_us_per_request for r in runs]),
-                median([r.load_us_per_request for r in runs]),
-            )
-        )
-    return out
 
 
 def _one_round(seconds: float, connections: int, image: str | None) -> list[Result]:
@@ -461,80 +309,3 @@ def _container(
         return wrk("gateway-container-1w", f"http://127.0.0.1:{port}/", seconds, connections)
     finally:
         engine.remove_labelled(f"bench={name}")
-
-
-def _find(results: Sequence[Result], label: str) -> Result | None:
-    return next((r for r in results if r.label == label and r.requests_per_sec > 0), None)
-
-
-def scaling_ceiling(one: Result | None, cpus: int, workers: int = 2) -> float | None:
-    """The best ``workers``/1 throughput ratio this machine allows, from the 1-worker run's
-    CPU per request: the gateway's (g) and the load's, wrk plus upstream (n). A worker is
-    one process, so it uses at most one CPU: T(w) = min(w / g, cpus / (g + n)). On 2 CPUs a
-    fast gateway leaves little for a second worker: with n = g / 2 the ceiling is 1.33."""
-    if one is None:
-        return None
-    g, n = one.cpu_us_per_request, one.load_us_per_request
-    if not (g > 0 and n >= 0):  # NaN-safe: unmeasured is no figure
-        return None
-
-    def throughput(w: int) -> float:
-        return min(w / g, cpus / (g + n))
-
-    return throughput(workers) / throughput(1)
-
-
-def cpu_ratio(a: Result | None, b: Result | None) -> float | None:
-    """CPU per request of ``a`` over ``b``: 1.0 means a second worker costs nothing extra."""
-    if a is None or b is None:
-        return None
-    value = a.cpu_us_per_request / b.cpu_us_per_request
-    return value if value == value else None
-
-
-def ratios(results: Sequence[Result], cpus: int | None = None) -> list[tuple[str, float | None]]:
-    cpus = cpus or os.cpu_count() or 1
-    g1 = _find(results, "gateway-1w")
-    g2 = _find(results, "gateway-2w")
-    ngx = _find(results, "nginx-proxy")
-    pythons = [r for r in results if r.label.startswith("python-") and r.requests_per_sec > 0]
-    best_py = max(pythons, key=lambda r: r.requests_per_sec) if pythons else None
-
-    def ratio(a: Result | None, b: Result | None) -> float | None:
-        return a.requests_per_sec / b.requests_per_sec if a and b else None
-
-    out: list[tuple[str, float | None]] = [
-        (f"gateway-1w / best python ({best_py.label if best_py else '-'})", ratio(g1, best_py)),
-    ]
-    for r in pythons:
-        if r is not best_py:
-            out.append((f"gateway-1w / {r.label}", ratio(g1, r)))
-    floor = _find(results, "floor-asyncio")
-    out += [
-        ("gateway-1w / floor-asyncio (featureless)", ratio(g1, floor)),
-        ("gateway-2w / gateway-1w", ratio(g2, g1)),
-        (f"  ceiling of 2w / 1w on {cpus} CPUs, given the load's CPU", scaling_ceiling(g1, cpus)),
-        ("  gateway CPU per request, 2w / 1w", cpu_ratio(g2, g1)),
-        ("gateway-1w / nginx-proxy", ratio(g1, ngx)),
-    ]
-    container = _find(results, "gateway-container-1w")
-    if container:
-        out.append(("gateway-container-1w / gateway-1w", ratio(container, g1)))
-    return out
-
-
-def format_table(results: Sequence[Result], cpus: int | None = None) -> str:
-    lines = [
-        f"{'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'cpu us/req':>10} {'load us/req':>11}  note"
-    ]
-    for r in results:
-        lines.append(
-            f"{r.label:<22} {r.requests_per_sec:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-            f"{r.errors:>7} {r.cpu_us_per_request:>10.1f} {r.load_us_per_request:>11.1f}  {r.note}"
-        )
-    lines.append("")
-    lines.append("cpu us/req: the proxy's processes; load us/req: wrk and the upstream")
-    for name, value in ratios(results, cpus):
-        lines.append(f"{name:<54} {'n/a' if value is None else f'{value:.2f}'}")
-    return "\n".join(lines)

@@ -11,8 +11,8 @@ from pipeline.engine.cli import docker_argv
 from pipeline.errors import CommandError, RegistryError
 from pipeline.proc import run
 from pipeline.redact import redact
-from pipeline.registry.client import TransientRegistryError, is_transient
 from pipeline.registry.dockerauth import docker_env
+from pipeline.registry.retry import TransientRegistryError, is_transient
 
 DockerRunner = Callable[[Sequence[str], str | None], None]
 

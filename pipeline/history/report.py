@@ -13,19 +13,15 @@ import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.clock import utc_stamp
 from pipeline.errors import UsageError
 
 RESULTS = ("success", "failure")
 KINDS = ("build", "publish")
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,7 @@ class HistoryEntry:
 
     result: str
     kind: str = "build"
-    when: str = field(default_factory=utc_now)
+    when: str = field(default_factory=utc_stamp)
     commit: str = ""
     ref: str = ""
     image: str = ""
@@ -110,7 +106,7 @@ def entry_from_record(
     return HistoryEntry(
         result=result,
         kind=kind,
-        when=when or record.built_at or utc_now(),
+        when=when or record.built_at or utc_stamp(),
         commit=record.revision,
         ref=record.ref,
         image=record.image,

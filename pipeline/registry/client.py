@@ -1,11 +1,7 @@
 """A small client for the registry HTTP API v2 (OCI distribution): manifests, tags, blobs and
-digests, with the Bearer/Basic auth flow and retries.
-
-Transient faults (connection reset, timeout, 429, 5xx) are retried with exponential backoff and
-jitter (tenacity) within a budget of attempts and seconds; 401, 403 and 404 are not retried.
-Credentials are passed in (``credentials_for(host, environ)`` at the edge); nothing here reads
-``os.environ``. Plain HTTP is used for loopback registries only.
-"""
+digests, with the Bearer/Basic auth flow; retries per ``pipeline.registry.retry``. Credentials
+are passed in (``credentials_for`` at the edge); nothing here reads ``os.environ``. Plain HTTP
+is used for loopback registries only."""
 
 from __future__ import annotations
 
@@ -19,185 +15,30 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
+from typing import Any
 
 from pipeline.errors import RegistryError
 from pipeline.oci.manifest import MANIFEST_ACCEPT, Manifest
 from pipeline.oci.reference import DOCKER_HUB, DOCKER_HUB_API, digest_of, is_digest, is_loopback
-
-T = TypeVar("T")
-
-TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class TransientRegistryError(RegistryError):
-    """A fault worth retrying: connection reset or refused mid-way, timeout, 429, 5xx."""
-
-
-class NotFoundError(RegistryError):
-    """404: the repository, manifest or blob does not exist."""
-
-
-class AuthError(RegistryError):
-    """401 or 403: wrong or missing credentials, or no permission."""
-
-
-# --- references ---
-
-
-_TRANSIENT = re.compile(
-    r"connection reset|broken pipe|\bEOF\b|timeout|timed out|i/o timeout|429|too many requests"
-    r"|\b50[0-9]\b|service unavailable|bad gateway|internal server error|connection refused"
-    r"|TLS handshake|no such host.*temporary|server misbehaving",
-    re.IGNORECASE,
+from pipeline.registry.auth import Credentials, credentials_for
+from pipeline.registry.retry import (
+    RetryPolicy,
+    TransientRegistryError,
+    call_with_retry,
+    retry_policy,
+    warn_stderr,
 )
-_PERMANENT = re.compile(
-    r"unauthorized|denied|forbidden|\b401\b|\b403\b|\b404\b|not found|manifest unknown"
-    r"|name unknown|no such image|does not exist|invalid reference",
-    re.IGNORECASE,
+from pipeline.registry.transport import (
+    OPENER,
+    AuthError,
+    NotFoundError,
+    Response,
+    error_detail,
+    next_link,
+    status_error,
 )
-
-
-def is_transient(stderr: str) -> bool:
-    """Whether a failed ``docker push``/``docker login`` is worth retrying."""
-    if _PERMANENT.search(stderr):
-        return False
-    return bool(_TRANSIENT.search(stderr))
-
-
-# --- credentials and retry policy ---
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
-
-
-def credentials_for(host: str, environ: Mapping[str, str]) -> Credentials | None:
-    """``REGISTRY_USERNAME``/``REGISTRY_PASSWORD``; for ghcr.io also ``GITHUB_ACTOR``/
-    ``GITHUB_TOKEN``. None when the registry needs no login."""
-    user = environ.get("REGISTRY_USERNAME", "")
-    password = environ.get("REGISTRY_PASSWORD", "")
-    if user and password:
-        return Credentials(user, password)
-    if host == "ghcr.io" and environ.get("GITHUB_TOKEN"):
-        return Credentials(environ.get("GITHUB_ACTOR") or "github-actions", environ["GITHUB_TOKEN"])
-    return None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter, bounded by attempts AND seconds."""
-
-    attempts: int = 5
-    max_seconds: float = 60.0
-    initial: float = 0.5
-    max_wait: float = 8.0
-    jitter: float = 0.5
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> RetryPolicy:
-        """From ``[tool.pipeline.retry]``-like settings; unknown keys are an error."""
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise RegistryError(f"retry settings: unknown key {sorted(unknown)[0]!r}")
-        try:
-            values = {k: float(v) for k, v in data.items()}
-        except (TypeError, ValueError):
-            raise RegistryError("retry settings: values must be numbers") from None
-        policy = cls(**{k: (int(v) if k == "attempts" else v) for k, v in values.items()})  # type: ignore[arg-type]
-        if policy.attempts < 1 or policy.max_seconds <= 0:
-            raise RegistryError("retry settings: attempts >= 1 and max_seconds > 0")
-        return policy
-
-
-def call_with_retry(
-    fn: Callable[[], T],
-    policy: RetryPolicy,
-    *,
-    retry_on: tuple[type[BaseException], ...] = (TransientRegistryError,),
-    on_retry: Callable[[int, BaseException], None] | None = None,
-    sleep: Callable[[float], None] | None = None,
-) -> T:
-    """``fn()`` retried on ``retry_on`` exceptions per ``policy``; the last error is re-raised."""
-
-    def before_sleep(state: RetryCallState) -> None:
-        if on_retry is not None and state.outcome is not None:
-            exc = state.outcome.exception()
-            if exc is not None:
-                on_retry(state.attempt_number, exc)
-
-    kwargs: dict[str, Any] = {}
-    if sleep is not None:
-        kwargs["sleep"] = sleep
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_seconds),
-        wait=wait_exponential_jitter(
-            multiplier=policy.initial, max=policy.max_wait, jitter=policy.jitter
-        ),
-        retry=retry_if_exception_type(retry_on),
-        before_sleep=before_sleep,
-        reraise=True,
-        **kwargs,
-    )
-    try:
-        return retrying(fn)
-    except TransientRegistryError as exc:
-        attempts = retrying.statistics.get("attempt_number", 1)
-        if attempts > 1:
-            exc.message = f"{exc.message} (gave up after {attempts} attempts)"
-        raise
-
 
 # --- the client ---
-
-
-class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follow blob redirects (object storage, CDNs) without sending our registry credentials
-    to another host."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None:
-            old_host = urllib.parse.urlsplit(req.full_url).netloc
-            if urllib.parse.urlsplit(newurl).netloc != old_host:
-                new.remove_header("Authorization")
-        return new
-
-
-_OPENER = urllib.request.build_opener(_RedirectHandler())
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def header(self, name: str) -> str:
-        for key, value in self.headers.items():
-            if key.lower() == name.lower():
-                return value
-        return ""
 
 
 class RegistryClient:
@@ -294,25 +135,9 @@ class RegistryClient:
         )
 
     def delete_tag(self, repository: str, tag: str) -> None:
-        """DELETE one tag (OCI distribution 1.1); a registry that only deletes by digest
-        (``registry:2``) refuses, which is a ``RegistryError`` saying so."""
-        if is_digest(tag):
-            raise RegistryError(f"refusing to delete {tag!r} as a tag: it is a digest")
-        try:
-            self._call(
-                "DELETE",
-                f"/v2/{repository}/manifests/{tag}",
-                scope=f"repository:{repository}:delete",
-                what=f"delete the tag {self.host}/{repository}:{tag}",
-            )
-        except TransientRegistryError:
-            raise
-        except RegistryError as exc:
-            if isinstance(exc, AuthError):
-                raise
-            raise RegistryError(
-                f"{self.host} cannot delete the tag {tag} (no DELETE of tags on this registry)"
-            ) from exc
+        """DELETE a tag (OCI distribution 1.1); ``registry:2`` refuses: a ``RegistryError``."""
+        path, what = f"/v2/{repository}/manifests/{tag}", f"delete {self.host}/{repository}:{tag}"
+        self._call("DELETE", path, scope=f"repository:{repository}:delete", what=what)
 
     def tags(self, repository: str) -> list[str]:
         """Every tag of the repository (pages followed); [] if the repository does not exist."""
@@ -330,7 +155,7 @@ class RegistryClient:
                 return result
             data = json.loads(resp.body or b"{}")
             result.extend(data.get("tags") or [])
-            path = _next_link(resp.header("Link"))
+            path = next_link(resp.header("Link"))
         return result
 
     def blob(self, repository: str, digest: str) -> bytes:
@@ -484,7 +309,7 @@ class RegistryClient:
                     f"{what or self.host}: the registry refused the credentials (HTTP {exc.code})",
                     hint="check REGISTRY_USERNAME/REGISTRY_PASSWORD (or GITHUB_TOKEN for ghcr.io)",
                 ) from None
-            raise _status_error(exc.code, f"{what}: token endpoint") from None
+            raise status_error(exc.code, f"{what}: token endpoint") from None
         except (OSError, ValueError) as exc:
             raise TransientRegistryError(f"{what}: token endpoint failed ({exc})") from exc
         token = str(data.get("token") or data.get("access_token") or "")
@@ -509,7 +334,7 @@ class RegistryClient:
         if auth:
             request.add_header("Authorization", auth)
         try:
-            with _OPENER.open(request, timeout=self.timeout) as fh:
+            with OPENER.open(request, timeout=self.timeout) as fh:
                 return Response(fh.status, dict(fh.headers.items()), fh.read())
         except urllib.error.HTTPError as exc:
             try:
@@ -538,7 +363,7 @@ class RegistryClient:
             raise TransientRegistryError(f"{what or self.host}: {text}") from exc
 
     def _error(self, resp: Response, what: str) -> RegistryError:
-        detail = _error_detail(resp.body)
+        detail = error_detail(resp.body)
         where = what or self.host
         if resp.status in (401, 403):
             return AuthError(
@@ -548,58 +373,10 @@ class RegistryClient:
             )
         if resp.status == 404:
             return NotFoundError(f"{where}: not found (HTTP 404{': ' + detail if detail else ''})")
-        return _status_error(resp.status, where, detail)
-
-
-def _status_error(status: int, what: str, detail: str = "") -> RegistryError:
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "error"
-    text = f"{what}: the registry answered HTTP {status} {phrase}" + (
-        f" ({detail})" if detail else ""
-    )
-    return (TransientRegistryError if status in TRANSIENT_STATUS else RegistryError)(text)
-
-
-def _error_detail(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return ""
-    errors = data.get("errors") if isinstance(data, dict) else None
-    if errors and isinstance(errors, list) and isinstance(errors[0], dict):
-        return str(errors[0].get("message") or errors[0].get("code") or "")
-    return ""
-
-
-def _next_link(header: str) -> str | None:
-    """The path of ``Link: </v2/...?last=x&n=1000>; rel="next"``."""
-    match = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", header)
-    if not match:
-        return None
-    parsed = urllib.parse.urlsplit(match.group(1))
-    return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        return status_error(resp.status, where, detail)
 
 
 # --- constructors for the edge (values from settings and the environment, passed in) ---
-
-
-def retry_policy(extra: Mapping[str, Any], environ: Mapping[str, str]) -> RetryPolicy:
-    """``[tool.pipeline.retry]`` (``Settings.extra["retry"]``), then
-    ``REGISTRY_RETRY_ATTEMPTS`` / ``REGISTRY_RETRY_SECONDS`` from ``environ``."""
-    data = dict(extra.get("retry", {}) or {})
-    if environ.get("REGISTRY_RETRY_ATTEMPTS"):
-        data["attempts"] = environ["REGISTRY_RETRY_ATTEMPTS"]
-    if environ.get("REGISTRY_RETRY_SECONDS"):
-        data["max_seconds"] = environ["REGISTRY_RETRY_SECONDS"]
-    return RetryPolicy.from_mapping(data)
-
-
-def _warn_stderr(line: str) -> None:
-    import sys
-
-    print(line, file=sys.stderr)
 
 
 def client_for(
@@ -607,7 +384,7 @@ def client_for(
     *,
     extra: Mapping[str, Any],
     environ: Mapping[str, str],
-    warn: Callable[[str], None] = _warn_stderr,
+    warn: Callable[[str], None] = warn_stderr,
 ) -> RegistryClient:
     """A client for ``host``: credentials from ``environ``, retries from settings and
     ``environ``; each retry is reported through ``warn``."""

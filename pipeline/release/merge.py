@@ -34,13 +34,9 @@ from pipeline.oci.labels import LABEL, ImageTags
 from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
 from pipeline.oci.platform import platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
-from pipeline.registry.client import (
-    NotFoundError,
-    RegistryClient,
-    TransientRegistryError,
-    call_with_retry,
-    is_transient,
-)
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.retry import TransientRegistryError, call_with_retry, is_transient
+from pipeline.registry.transport import NotFoundError
 from pipeline.release.moving import move
 from pipeline.release.push import (
     Log,

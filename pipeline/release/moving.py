@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pipeline.errors import RegistryError
 from pipeline.oci.manifest import Manifest
 from pipeline.registry.client import RegistryClient
+from pipeline.registry.retry import TransientRegistryError
+from pipeline.registry.transport import AuthError
 
 Log = Callable[[str], None]
 
@@ -138,8 +140,12 @@ def _undo(
                 client.put_manifest(repository, tag, olds[before])
             else:
                 client.delete_tag(repository, tag)
-        except RegistryError as failure:
+        except (TransientRegistryError, AuthError) as failure:
             unrestored[tag] = f"left at {manifest.digest}: {failure.one_line()}"
+            continue
+        except RegistryError:
+            why = "the registry cannot delete a tag" if not before else "refused"
+            unrestored[tag] = f"left at {manifest.digest}: {why}"
             continue
         restored[tag] = before
         log(f"restored {client.host}/{repository}:{tag} -> {before or '(deleted)'}")

@@ -15,7 +15,8 @@ from typing import Any
 from pipeline.build.record import BuildRecord
 from pipeline.errors import RegistryError, UsageError
 from pipeline.oci.reference import DOCKER_HUB, Reference, is_digest, parse_reference
-from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.transport import NotFoundError
 
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"

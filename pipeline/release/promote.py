@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pipeline.errors import PipelineError, UsageError
 from pipeline.oci.manifest import Manifest
 from pipeline.oci.reference import Reference, is_digest
-from pipeline.registry.client import NotFoundError, RegistryClient
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.transport import NotFoundError
 from pipeline.release import envhistory
 from pipeline.release.sign import UnsignedError
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from pipeline.clock import parse_utc
 from pipeline.errors import PipelineError, RegistryError, UsageError
 from pipeline.registry.client import RegistryClient
 from pipeline.release.tags import SemVer
@@ -183,7 +184,7 @@ def created_at(config: Mapping[str, object]) -> datetime | None:
     for value in candidates:
         if isinstance(value, str) and value:
             try:
-                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                when = parse_utc(value)
             except ValueError:
                 continue
             return when if when.tzinfo else when.replace(tzinfo=UTC)

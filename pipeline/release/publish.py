@@ -8,190 +8,24 @@ the summary (terminal, step summary, ``$GITHUB_OUTPUT``) at the edge.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import UsageError
+from pipeline.oci.reference import parse_reference
+from pipeline.release.prune import Log
+from pipeline.release.steps import Step, StepResult, Summary, plan_steps, run_steps, should_push
+from pipeline.release.summary import scan_text
 
 if TYPE_CHECKING:
     from pipeline.gitref import ReleaseContext
     from pipeline.oci.labels import ImageTags
     from pipeline.release.sign import SignConfig
-
-PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target")
-ORDER = ("build", "test", "scan", "push", "sign")
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Step:
-    """``run`` returns facts for the summary (e.g. ``{"digest": ...}``); raising stops the
-    publish."""
-
-    name: str
-    run: Callable[[], Mapping[str, Any]]
-
-
-@dataclass
-class StepResult:
-    name: str
-    status: str  # ok, failed, skipped
-    duration_s: float = 0.0
-    detail: str = ""
-
-
-@dataclass
-class Summary:
-    image: str = ""
-    version: str = ""
-    tags: list[str] = field(default_factory=list)
-    digest: str = ""
-    platforms: list[str] = field(default_factory=list)
-    scan: str = ""
-    signed: str = ""
-    pushed: bool = False
-    steps: list[StepResult] = field(default_factory=list)
-    failure: PipelineError | None = None
-    scan_counts: dict[str, int] | None = None  # for the history; None: not scanned
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None and all(s.status != "failed" for s in self.steps)
-
-
-def should_push(event: str, requested: bool | None) -> bool:
-    """Pull request events never push; otherwise push unless ``--no-push``."""
-    if event in PULL_REQUEST_EVENTS:
-        if requested:
-            raise UsageError(
-                f"--push on a {event} event: pull requests never push",
-                hint="drop --push, or publish from a branch or tag",
-            )
-        return False
-    return True if requested is None else requested
-
-
-def plan_steps(push: bool, sign: bool) -> tuple[str, ...]:
-    """Which steps run: build, test and scan always; sign needs push."""
-    steps = ["build", "test", "scan"]
-    if push:
-        steps.append("push")
-        if sign:
-            steps.append("sign")
-    return tuple(steps)
-
-
-def run(
-    steps: Sequence[Step],
-    summary: Summary,
-    *,
-    log: Log = print,
-    clock: Callable[[], float] = time.monotonic,
-) -> Summary:
-    """Run the steps in order; the first failure is recorded in ``summary.failure`` and the
-    rest are skipped (the caller prints the summary, then raises it)."""
-    failure: PipelineError | None = None
-    for step in steps:
-        if failure is not None:
-            summary.steps.append(StepResult(step.name, "skipped"))
-            continue
-        log(f"==> {step.name}")
-        started = clock()
-        try:
-            facts = dict(step.run())
-        except PipelineError as exc:
-            summary.steps.append(
-                StepResult(step.name, "failed", round(clock() - started, 2), exc.one_line())
-            )
-            failure = exc
-            continue
-        duration = round(clock() - started, 2)
-        _absorb(summary, facts)
-        summary.steps.append(StepResult(step.name, "ok", duration, str(facts.get("detail", ""))))
-    summary.failure = failure
-    return summary
-
-
-def _absorb(summary: Summary, facts: Mapping[str, Any]) -> None:
-    for key in ("image", "version", "digest", "scan", "signed"):
-        if facts.get(key):
-            setattr(summary, key, str(facts[key]))
-    if facts.get("tags"):
-        summary.tags = [str(t) for t in facts["tags"]]
-    if facts.get("platforms"):
-        summary.platforms = [str(p) for p in facts["platforms"]]
-    if "pushed" in facts:
-        summary.pushed = bool(facts["pushed"])
-
-
-def text(summary: Summary) -> str:
-    """The terminal summary; ``key=value`` lines first so scripts (and act tests) compare."""
-    lines = [
-        f"version={summary.version}",
-        f"digest={summary.digest}",
-        f"tags={','.join(summary.tags)}",
-        f"platforms={','.join(summary.platforms)}",
-        f"pushed={'true' if summary.pushed else 'false'}",
-        f"scan={summary.scan}",
-        f"signed={summary.signed}",
-    ]
-    for step in summary.steps:
-        took = f" {step.duration_s:.1f}s" if step.status != "skipped" else ""
-        detail = f" - {step.detail}" if step.detail else ""
-        lines.append(f"  {step.name:<6} {step.status}{took}{detail}")
-    return "\n".join(lines)
-
-
-def markdown(summary: Summary) -> str:
-    """The GitHub step summary."""
-    status = "published" if summary.ok and summary.pushed else "built" if summary.ok else "failed"
-    out = [f"## {summary.image or 'image'} {summary.version}: {status}", ""]
-    out.append("| | |")
-    out.append("|---|---|")
-    out.append(f"| Digest | `{summary.digest or '-'}` |")
-    out.append(f"| Platforms | {', '.join(summary.platforms) or '-'} |")
-    out.append(f"| Scan | {_md(summary.scan) or '-'} |")
-    out.append(f"| Signed | {_md(summary.signed) or '-'} |")
-    out.append(f"| Tags | {'<br>'.join(f'`{t}`' for t in summary.tags) or '-'} |")
-    out += ["", "| Step | Result | Duration |", "|---|---|---|"]
-    for step in summary.steps:
-        result = step.status + (f": {_md(step.detail)}" if step.detail else "")
-        took = f"{step.duration_s:.1f}s" if step.status != "skipped" else "-"
-        out.append(f"| {step.name} | {result} | {took} |")
-    return "\n".join(out) + "\n"
-
-
-def _md(value: str) -> str:
-    return value.replace("|", "\\|").replace("\n", " ")
-
-
-def scan_text(document: Mapping[str, Any]) -> str:
-    """One line from a ``scan.json``: ``passed (CRITICAL 0, HIGH 2, ...)``; never "clean" when
-    a scanner did not run."""
-    result = str(document.get("result", "unknown"))
-    counts = document.get("counts") or {}
-    parts = [f"{k} {v}" for k, v in counts.items() if v] or ["no findings"]
-    states = document.get("states") or {}
-    skipped = sorted(k for k, v in states.items() if v == "not scanned")
-    note = f"; not scanned: {', '.join(skipped)}" if skipped else ""
-    return f"{result} ({', '.join(parts)}{note})"
-
-
-def outputs(summary: Summary, summary_path: str = "") -> dict[str, str]:
-    """Step outputs for ``$GITHUB_OUTPUT``."""
-    return {
-        "version": summary.version,
-        "digest": summary.digest,
-        "tags": "\n".join(summary.tags),
-        "platforms": ",".join(summary.platforms),
-        "pushed": "true" if summary.pushed else "false",
-        "scan": summary.scan,
-        "signed": summary.signed,
-        "summary": summary_path,
-    }
 
 
 # --- the whole run ---
@@ -266,7 +100,7 @@ def publish(
     functions = (steps or real_steps)(plan, summary)
     order = [Step(name, functions[name]) for name in plan_steps(plan.push, request.sign)]
     try:
-        run(order, summary, log=log, clock=clock)
+        run_steps(order, summary, log=log, clock=clock)
     except Exception as exc:  # an unexpected error is still one (failed) run in the history
         _append_history(plan, summary, error=str(exc) or type(exc).__name__)
         raise
@@ -334,105 +168,114 @@ def plan_publish(
 
 def real_steps(plan: PublishPlan, summary: Summary) -> dict[str, StepFunction]:
     """The steps against the engine, the scanners, the registry and cosign."""
-    from pipeline.build.record import BuildRecord
-    from pipeline.oci.reference import parse_reference
-
-    request, s, log = plan.request, plan.settings, plan.log
-
-    def build_step() -> dict[str, Any]:
-        from pipeline.build.plan import BuildOptions, run_build
-
-        options = BuildOptions(platforms=request.platforms, load=True, cache=request.cache)
-        result = run_build(
-            root=plan.root,
-            settings=s,
-            build_context=plan.context,
-            tags=plan.tags,
-            options=options,
-            environ=plan.environ,
-            record_path=plan.record_path,
-        )
-        rec = result.record
-        return {
-            "platforms": rec.platforms,
-            "digest": rec.digest,
-            "detail": f"{rec.cached_steps}/{rec.total_steps} steps cached",
-        }
-
-    def test_step() -> dict[str, Any]:
-        from pipeline.build.containertest import run_checks
-
-        checks = run_checks(BuildRecord.read(plan.record_path), arm64=request.arm64, report=log)
-        return {"detail": f"{len(checks)} checks passed"}
-
-    def scan_step() -> dict[str, Any]:
-        from pipeline.scan import policy as sc
-        from pipeline.scan.result import read_result
-        from pipeline.scan.run import ScanRequest, run_scan
-
-        conf = sc.scan_settings(s.extra)
-        document = Path(conf["output_dir"]) / "scan.json"
-        document.unlink(missing_ok=True)
-        scan_request = ScanRequest(
-            severity=request.severity,
-            require=request.require,
-            db_dir=request.db_dir,
-            db_update=request.db_update,
-        )
-        try:
-            run_scan(scan_request, settings=s, environ=plan.environ, bin_dir=plan.bin_dir, log=log)
-        finally:
-            if document.exists():
-                data = read_result(document)
-                summary.scan = scan_text(data)
-                summary.scan_counts = {
-                    str(k): int(v) for k, v in dict(data.get("counts") or {}).items()
-                }
-        return {"scan": summary.scan}
-
-    def push_step() -> dict[str, Any]:
-        from pipeline.release.push import push_record
-        from pipeline.release.sign import sign
-
-        rec = BuildRecord.read(plan.record_path)
-        image = parse_reference(rec.image)
-
-        def sign_first(digest: str) -> None:
-            """Signed before any moving tag points at it."""
-            if request.sign:
-                sign(image.with_digest(digest), plan.signing)
-                log(f"signed {image.with_digest(digest)} ({plan.signing.mode})")
-
-        result = push_record(
-            plan.record_path,
-            extra=s.extra,
-            environ=plan.environ,
-            latest_policy=s.tags.latest,
-            before_moving=sign_first,
-            log=log,
-        )
-        return {
-            "digest": result.digest,
-            "platforms": result.platforms,
-            "tags": [f"{rec.image}:{t}" for t in result.tags],
-            "pushed": True,
-            "detail": f"{len(result.written)} tag(s) written",
-        }
-
-    def sign_step() -> dict[str, Any]:
-        from pipeline.release.sign import require_signed
-
-        rec = BuildRecord.read(plan.record_path)
-        require_signed(parse_reference(rec.image).with_digest(rec.digest), plan.signing)
-        return {"signed": f"verified ({plan.signing.mode})"}
-
     return {
-        "build": build_step,
-        "test": test_step,
-        "scan": scan_step,
-        "push": push_step,
-        "sign": sign_step,
+        "build": partial(_build_step, plan),
+        "test": partial(_test_step, plan),
+        "scan": partial(_scan_step, plan, summary),
+        "push": partial(_push_step, plan),
+        "sign": partial(_sign_step, plan),
     }
+
+
+def _build_step(plan: PublishPlan) -> dict[str, Any]:
+    from pipeline.build.plan import BuildOptions
+    from pipeline.build.run import run_build
+
+    options = BuildOptions(platforms=plan.request.platforms, load=True, cache=plan.request.cache)
+    result = run_build(
+        root=plan.root,
+        settings=plan.settings,
+        build_context=plan.context,
+        tags=plan.tags,
+        options=options,
+        environ=plan.environ,
+        record_path=plan.record_path,
+    )
+    rec = result.record
+    return {
+        "platforms": rec.platforms,
+        "digest": rec.digest,
+        "detail": f"{rec.cached_steps}/{rec.total_steps} steps cached",
+    }
+
+
+def _test_step(plan: PublishPlan) -> dict[str, Any]:
+    from pipeline.build.containertest import run_checks
+
+    checks = run_checks(
+        BuildRecord.read(plan.record_path), arm64=plan.request.arm64, report=plan.log
+    )
+    return {"detail": f"{len(checks)} checks passed"}
+
+
+def _scan_step(plan: PublishPlan, summary: Summary) -> dict[str, Any]:
+    from pipeline.scan import policy as sc
+    from pipeline.scan.result import read_result
+    from pipeline.scan.run import ScanRequest, run_scan
+
+    conf = sc.scan_settings(plan.settings.extra)
+    document = Path(conf["output_dir"]) / "scan.json"
+    document.unlink(missing_ok=True)
+    scan_request = ScanRequest(
+        severity=plan.request.severity,
+        require=plan.request.require,
+        db_dir=plan.request.db_dir,
+        db_update=plan.request.db_update,
+    )
+    try:
+        run_scan(
+            scan_request,
+            settings=plan.settings,
+            environ=plan.environ,
+            bin_dir=plan.bin_dir,
+            log=plan.log,
+        )
+    finally:
+        if document.exists():
+            data = read_result(document)
+            summary.scan = scan_text(data)
+            summary.scan_counts = {
+                str(k): int(v) for k, v in dict(data.get("counts") or {}).items()
+            }
+    return {"scan": summary.scan}
+
+
+def _push_step(plan: PublishPlan) -> dict[str, Any]:
+    from pipeline.release.push import push_record
+    from pipeline.release.sign import sign
+
+    rec = BuildRecord.read(plan.record_path)
+    image = parse_reference(rec.image)
+
+    def sign_first(digest: str) -> None:
+        """Signed before any moving tag points at it."""
+        if plan.request.sign:
+            sign(image.with_digest(digest), plan.signing)
+            plan.log(f"signed {image.with_digest(digest)} ({plan.signing.mode})")
+
+    result = push_record(
+        plan.record_path,
+        extra=plan.settings.extra,
+        environ=plan.environ,
+        latest_policy=plan.settings.tags.latest,
+        before_moving=sign_first,
+        log=plan.log,
+    )
+    return {
+        "digest": result.digest,
+        "platforms": result.platforms,
+        "tags": [f"{rec.image}:{t}" for t in result.tags],
+        "pushed": True,
+        "detail": f"{len(result.written)} tag(s) written",
+    }
+
+
+def _sign_step(plan: PublishPlan) -> dict[str, Any]:
+    from pipeline.release.sign import require_signed
+
+    rec = BuildRecord.read(plan.record_path)
+    require_signed(parse_reference(rec.image).with_digest(rec.digest), plan.signing)
+    return {"signed": f"verified ({plan.signing.mode})"}
 
 
 def _append_history(plan: PublishPlan, summary: Summary, *, error: str = "") -> None:

@@ -32,17 +32,15 @@ from pipeline.errors import EngineError, RegistryError
 from pipeline.oci.manifest import Manifest
 from pipeline.oci.platform import platform_of
 from pipeline.oci.reference import parse_reference
-from pipeline.registry.client import (
-    Credentials,
-    RegistryClient,
+from pipeline.registry.auth import Credentials, credentials_for
+from pipeline.registry.client import RegistryClient, client_for
+from pipeline.registry.dockerauth import temporary_docker_config
+from pipeline.registry.retry import (
     RetryPolicy,
     TransientRegistryError,
     call_with_retry,
-    client_for,
-    credentials_for,
     retry_policy,
 )
-from pipeline.registry.dockerauth import temporary_docker_config
 from pipeline.release.moving import MovingTagsError, move
 from pipeline.release.tags import SemVer, highest_stable
 
@@ -357,11 +355,7 @@ def update_record(record: BuildRecord, result: PushResult) -> BuildRecord:
             "attestations": result.attestations,
             "duration_s": result.duration_s,
         },
-        "moving": {
-            "result": "moved",
-            "digest": result.digest,
-            "previous": {t: d or "" for t, d in result.previous.items()},
-        },
+        "moving": {"result": "moved", "previous": {t: d or "" for t, d in result.previous.items()}},
     }
     return record
 
@@ -385,8 +379,7 @@ def push_record(
     retry = retry_policy(extra, environ)
     runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
     credentials = credentials_for(host, environ)
-    private = temporary_docker_config(environ) if credentials else contextlib.nullcontext()
-    with private:
+    with temporary_docker_config(environ) if credentials else contextlib.nullcontext():
         login(host, credentials, docker=runner, retry=retry)
         try:
             result = push(

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pipeline.errors import CommandError, PipelineError
 from pipeline.oci.reference import Reference, is_loopback
 from pipeline.proc import run
-from pipeline.registry.client import RetryPolicy, call_with_retry, is_transient
 from pipeline.registry.dockerauth import docker_env
+from pipeline.registry.retry import RetryPolicy, call_with_retry, is_transient
 
 ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
 

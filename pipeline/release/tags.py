@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.clock import utc_from_epoch
 from pipeline.config import Settings
 from pipeline.errors import InvalidRefError
 from pipeline.gitref import ReleaseContext, resolve
@@ -177,7 +177,7 @@ def compute_labels(context: ReleaseContext, policy: Settings, version: str) -> d
 
     source = public_url(context.source or policy.source)
     labels = {
-        "created": _iso(context.commit_time) if context.commit_time is not None else "",
+        "created": utc_from_epoch(context.commit_time) if context.commit_time is not None else "",
         "revision": context.sha,
         "source": source,
         "version": version,
@@ -187,10 +187,6 @@ def compute_labels(context: ReleaseContext, policy: Settings, version: str) -> d
         "url": public_url(policy.url) or source,
     }
     return {LABEL + key: value for key, value in labels.items() if value}
-
-
-def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def image_tags(

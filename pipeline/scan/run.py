@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 from pipeline import engine
 from pipeline.build.record import BuildRecord
+from pipeline.clock import utc_stamp
 from pipeline.config import Settings
 from pipeline.errors import ScannerError, UsageError
 from pipeline.github import append_summary, write_outputs
 from pipeline.oci.platform import pick_platform
 from pipeline.oci.reference import is_loopback, parse_reference
+from pipeline.proc import find_tool
 from pipeline.scan import policy as sc
 from pipeline.scan.policy import ARTIFACTS, IgnoreEntry, Policy, judge
 from pipeline.scan.report import github_outputs, markdown, write_reports
@@ -60,13 +62,6 @@ class ScanRequest:
     format: str = "text"
 
 
-def tool(name: str, bin_dir: Path | None) -> str:
-    """``bin_dir/name`` when it exists (the project's venv), else ``name`` on PATH."""
-    if bin_dir is not None and (bin_dir / name).exists():
-        return str(bin_dir / name)
-    return name
-
-
 def run_scan(
     request: ScanRequest,
     *,
@@ -83,77 +78,99 @@ def run_scan(
     if request.format == "github" and not environ.get("GITHUB_OUTPUT"):
         raise UsageError("--format github: GITHUB_OUTPUT is not set")
     conf = sc.scan_settings(settings.extra)
+    out = Path(request.output_dir or conf["output_dir"])
+    moment = now or dt.datetime.now(dt.UTC)
+    common: dict[str, Any] = {
+        "output_dir": out,
+        "trivy": Trivy(
+            binary=find_tool("trivy", bin_dir),
+            db_dir=request.db_dir or conf["db_dir"] or environ.get("TRIVY_CACHE_DIR", ""),
+            db_update=request.db_update and conf["db_update"],
+        ),
+        "ignores": sc.load_ignore(
+            Path(request.ignore_file or conf["ignore_file"]),
+            must_exist=request.ignore_file is not None,
+        ),
+        "today": moment.date(),
+        "now": utc_stamp(moment),
+    }
+    host = request.platform or engine.daemon_info().platform
+    policy = scan_policy(request, conf)
+    if request.remote:
+        result = _scan_remote(request.target, policy, host, common)
+    else:
+        result = _scan_built(settings, policy, host, find_tool("hadolint", bin_dir), common)
+    _report(result, write_reports(result, out), request.format, environ, log)
+    failure = gate_error(result)
+    if failure is not None:
+        raise failure
+    return result
+
+
+def scan_policy(request: ScanRequest, conf: Mapping[str, Any]) -> Policy:
+    """The gate: flags over ``[tool.pipeline.scan]``; a remote image has no Dockerfile."""
     available = ("vuln", "secret", "config", "sbom") if request.remote else SCANNERS
     require = request.require if request.require is not None else conf["require"]
-    policy = sc.Policy(
+    return sc.Policy(
         severities=sc.parse_severities(request.severity or conf["severity"]),
         ignore_unfixed=request.ignore_unfixed and conf["ignore_unfixed"],
         require=sc.parse_require(require, available),
     )
-    ignores = sc.load_ignore(
-        Path(request.ignore_file or conf["ignore_file"]),
-        must_exist=request.ignore_file is not None,
+
+
+def _scan_remote(target: str, policy: Policy, host: str, common: dict[str, Any]) -> ScanResult:
+    """A pushed image, by the digest its tag holds now."""
+    digest, platforms = engine.remote_digest(target)
+    pinned = parse_reference(target).with_digest(digest)
+    return scan_image(
+        str(pinned),
+        policy,
+        source="remote",
+        insecure=is_loopback(pinned.host),
+        digest=digest,
+        platform=pick_platform(platforms, host),
+        **common,
     )
-    out = Path(request.output_dir or conf["output_dir"])
-    trivy = Trivy(
-        binary=tool("trivy", bin_dir),
-        db_dir=request.db_dir or conf["db_dir"] or environ.get("TRIVY_CACHE_DIR", ""),
-        db_update=request.db_update and conf["db_update"],
+
+
+def _scan_built(
+    settings: Settings, policy: Policy, host: str, hadolint_bin: str, common: dict[str, Any]
+) -> ScanResult:
+    """The image of the build record, in the local store, with its Dockerfile."""
+    record = BuildRecord.read(Path(settings.record))
+    dockerfile = Path(settings.dockerfile)
+    if not dockerfile.is_file():
+        raise UsageError(f"no Dockerfile at {dockerfile}", hint="fix [tool.pipeline] dockerfile")
+    return scan_image(
+        record.reference,
+        policy,
+        source="local",
+        digest=record.digest,
+        platform=pick_platform(record.platforms, host),
+        dockerfile=dockerfile,
+        dockerfile_label=settings.dockerfile,
+        hadolint_bin=hadolint_bin,
+        **common,
     )
-    host = request.platform or engine.daemon_info().platform
-    moment = now or dt.datetime.now(dt.UTC)
-    common: dict[str, Any] = {
-        "output_dir": out,
-        "trivy": trivy,
-        "ignores": ignores,
-        "today": moment.date(),
-        "now": moment.isoformat(timespec="seconds"),
-    }
-    if request.remote:
-        digest, platforms = engine.remote_digest(request.target)
-        pinned = parse_reference(request.target).with_digest(digest)
-        result = scan_image(
-            str(pinned),
-            policy,
-            source="remote",
-            insecure=is_loopback(pinned.host),
-            digest=digest,
-            platform=pick_platform(platforms, host),
-            **common,
-        )
-    else:
-        record = BuildRecord.read(Path(settings.record))
-        dockerfile = Path(settings.dockerfile)
-        if not dockerfile.is_file():
-            raise UsageError(
-                f"no Dockerfile at {dockerfile}", hint="fix [tool.pipeline] dockerfile"
-            )
-        result = scan_image(
-            record.reference,
-            policy,
-            source="local",
-            digest=record.digest,
-            platform=pick_platform(record.platforms, host),
-            dockerfile=dockerfile,
-            dockerfile_label=settings.dockerfile,
-            hadolint_bin=tool("hadolint", bin_dir),
-            **common,
-        )
-    paths = write_reports(result, out)
+
+
+def _report(
+    result: ScanResult,
+    paths: Mapping[str, Path],
+    format: str,
+    environ: Mapping[str, str],
+    log: Log,
+) -> None:
     summary = markdown(result)
-    if request.format == "json":
+    if format == "json":
         log(json.dumps(result.to_json(), indent=2))
     else:
         log(summary)
         log(f"reports: {paths['summary']}, {paths['json']}, {paths['sarif']}")
     if environ.get("GITHUB_STEP_SUMMARY"):
         append_summary(Path(environ["GITHUB_STEP_SUMMARY"]), summary)
-    if request.format == "github":
+    if format == "github":
         write_outputs(Path(environ["GITHUB_OUTPUT"]), github_outputs(result, paths))
-    failure = gate_error(result)
-    if failure is not None:
-        raise failure
-    return result
 
 
 def scan_image(
@@ -183,16 +200,7 @@ def scan_image(
         stale.unlink(missing_ok=True)
     image = ImageSource(source, ref, platform=platform, insecure=insecure)
     tools = {"trivy": trivy.version()}
-    runs: list[ScannerRun] = []
-
-    config_in_image = ["secret"] + ([] if dockerfile else ["misconfig"])
-    try:
-        report = trivy.image(image, ["vuln", "secret"], paths["trivy_image"], config_in_image)
-        vuln_missing = ""
-    except DatabaseMissing as exc:
-        vuln_missing = f"no vulnerability database ({exc})"
-        report = trivy.image(image, ["secret"], paths["trivy_image"], config_in_image)
-    metadata = report.get("Metadata") or {}
+    runs, metadata = _image_runs(trivy, image, paths, config_in_image=dockerfile is None)
     scanned = _report_platform(metadata)
     if platform and scanned and scanned != platform:
         # The Docker source serves the daemon's platform whatever --platform says.
@@ -200,39 +208,14 @@ def scan_image(
             f"asked to scan {platform} of {ref} but Trivy read {scanned}",
             hint="scan another platform with `invoke docker.rescan` on the pushed image",
         )
-    found = parse_trivy(report)
-    if vuln_missing:
-        runs.append(ScannerRun.not_scanned("vuln", vuln_missing, "trivy"))
-    else:
-        runs.append(ScannerRun("vuln", True, tuple(found["vuln"]), tool="trivy"))
-    runs.append(ScannerRun("secret", True, tuple(found["secret"]), tool="trivy"))
-
     if dockerfile is not None:
         label = dockerfile_label or str(dockerfile)
         config = trivy.config(dockerfile, paths["trivy_config"])
         misconfigs = [_relabel(f, label) for f in parse_trivy(config)["config"]]
-        runs.append(ScannerRun("config", True, tuple(misconfigs), tool="trivy"))
-    else:
-        runs.append(ScannerRun("config", True, tuple(found["config"]), tool="trivy"))
-
-    sbom = trivy.cyclonedx(paths["trivy_image"], paths["sbom"])
-    components = sbom_components(sbom)
-    runs.append(
-        ScannerRun(
-            "sbom",
-            True,
-            reason="" if components else "the SBOM lists no components",
-            tool="trivy",
-            note=f"CycloneDX, {components} components: {ARTIFACTS['sbom']}",
-        )
-    )
-
-    if dockerfile is not None:
-        label = dockerfile_label or str(dockerfile)
+        runs[2] = ScannerRun("config", True, tuple(misconfigs), tool="trivy")
         tools["hadolint"] = hadolint_version(hadolint_bin)
         lint = hadolint(dockerfile, binary=hadolint_bin, report_path=label)
         runs.append(ScannerRun("dockerfile", True, tuple(lint), tool="hadolint"))
-
     target = Target(
         reference=ref,
         digest=digest or (ref.split("@", 1)[1] if "@sha256:" in ref else ""),
@@ -250,6 +233,42 @@ def scan_image(
         tools=tools,
         artifacts=artifacts,
     )
+
+
+def _image_runs(
+    trivy: Trivy, image: ImageSource, paths: Mapping[str, Path], *, config_in_image: bool
+) -> tuple[list[ScannerRun], Mapping[str, Any]]:
+    """Trivy on the image: vuln (``not scanned`` without a database), secret, config (the
+    image's own, replaced by the Dockerfile's when there is one) and the SBOM; with the
+    report's metadata."""
+    extra = ["secret"] + (["misconfig"] if config_in_image else [])
+    try:
+        report = trivy.image(image, ["vuln", "secret"], paths["trivy_image"], extra)
+        vuln_missing = ""
+    except DatabaseMissing as exc:
+        vuln_missing = f"no vulnerability database ({exc})"
+        report = trivy.image(image, ["secret"], paths["trivy_image"], extra)
+    found = parse_trivy(report)
+    vuln = (
+        ScannerRun.not_scanned("vuln", vuln_missing, "trivy")
+        if vuln_missing
+        else ScannerRun("vuln", True, tuple(found["vuln"]), tool="trivy")
+    )
+    components = sbom_components(trivy.cyclonedx(paths["trivy_image"], paths["sbom"]))
+    sbom = ScannerRun(
+        "sbom",
+        True,
+        reason="" if components else "the SBOM lists no components",
+        tool="trivy",
+        note=f"CycloneDX, {components} components: {ARTIFACTS['sbom']}",
+    )
+    runs = [
+        vuln,
+        ScannerRun("secret", True, tuple(found["secret"]), tool="trivy"),
+        ScannerRun("config", True, tuple(found["config"]), tool="trivy"),
+        sbom,
+    ]
+    return runs, report.get("Metadata") or {}
 
 
 def _relabel(finding: Finding, target: str) -> Finding:

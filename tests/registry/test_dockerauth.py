@@ -12,8 +12,9 @@ import pytest
 from tinyimages import tiny_image
 
 from pipeline.build.record import BuildRecord
-from pipeline.registry.client import RegistryClient, RetryPolicy
+from pipeline.registry.client import RegistryClient
 from pipeline.registry.dockerauth import docker_env, temporary_docker_config
+from pipeline.registry.retry import RetryPolicy
 from pipeline.release.push import push_record
 
 FAST = RetryPolicy(attempts=2, max_seconds=10, initial=0.01, max_wait=0.05, jitter=0.01)

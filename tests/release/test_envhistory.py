@@ -12,7 +12,8 @@ from faultproxy import FaultProxy
 from tinyimages import tiny_image
 
 from pipeline.oci.reference import Reference, parse_reference
-from pipeline.registry.client import RegistryClient, RetryPolicy, TransientRegistryError
+from pipeline.registry.client import RegistryClient
+from pipeline.registry.retry import RetryPolicy, TransientRegistryError
 from pipeline.release.envhistory import Entry, entry_tag, entry_tags, previous
 from pipeline.release.promote import history_tag, promote, rollback
 

@@ -1,0 +1,93 @@
+"""The registry's HTTP: urllib with the redirects a registry sends (blob downloads from storage
+without our Authorization header), responses, and registry errors said in one line."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import RegistryError
+from pipeline.registry.retry import TRANSIENT_STATUS, TransientRegistryError
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follow blob redirects (object storage, CDNs) without sending our registry credentials
+    to another host."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            old_host = urllib.parse.urlsplit(req.full_url).netloc
+            if urllib.parse.urlsplit(newurl).netloc != old_host:
+                new.remove_header("Authorization")
+        return new
+
+
+OPENER = urllib.request.build_opener(_RedirectHandler())
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str:
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return ""
+
+
+def status_error(status: int, what: str, detail: str = "") -> RegistryError:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    text = f"{what}: the registry answered HTTP {status} {phrase}" + (
+        f" ({detail})" if detail else ""
+    )
+    return (TransientRegistryError if status in TRANSIENT_STATUS else RegistryError)(text)
+
+
+def error_detail(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if errors and isinstance(errors, list) and isinstance(errors[0], dict):
+        return str(errors[0].get("message") or errors[0].get("code") or "")
+    return ""
+
+
+def next_link(header: str) -> str | None:
+    """The path of ``Link: </v2/...?last=x&n=1000>; rel="next"``."""
+    match = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", header)
+    if not match:
+        return None
+    parsed = urllib.parse.urlsplit(match.group(1))
+    return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+
+
+class NotFoundError(RegistryError):
+    """404: the repository, manifest or blob does not exist."""
+
+
+class AuthError(RegistryError):
+    """401 or 403: wrong or missing credentials, or no permission."""
