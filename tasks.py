@@ -52,6 +52,10 @@ def settings(c: Context, **overrides: Any) -> Settings:
     data = dict(c.config.docker)
     data["tags"] = dict(data.get("tags", {}))
     data.update({k: v for k, v in overrides.items() if v not in (None, "", [], ())})
+    if overrides.get("image") is not None:
+        from pipeline.oci.name import parse_image_name
+
+        data["image"] = parse_image_name(str(overrides["image"]), what="--image")
     return Settings.from_mapping(data)
 
 
@@ -316,9 +320,7 @@ def docker_merge(
         sources = merge_sources(digest or (), from_dir.values())
         expected = [p.strip() for v in platform or () for p in v.split(",") if p.strip()]
         expected = expected or list(config.platforms)
-        planned = record_for(
-            computed, context, expected, utc_stamp()
-        )
+        planned = record_for(computed, context, expected, utc_stamp())
         host = parse_reference(planned.image).host
         merged = merge_to_record(
             planned,
@@ -595,6 +597,7 @@ def registry_promote(
                     f"{rec.image} has not been pushed", hint="push first, or pass --ref"
                 )
             ref = rec.digest
+            target = _image_ref(s, image or rec.image)
         result = promote(
             _client(target.host, s), target, to, ref, allowed=allowed, verified=_verifier()
         )

@@ -90,6 +90,12 @@ class Settings:
         for key in ("image", "dockerfile", "context", "record", "cache_dir"):
             if key in values and (not isinstance(values[key], str) or not values[key].strip()):
                 raise ConfigError(f"[tool.pipeline] {key}: must be a non-empty string")
+        if "image" in values:
+            from pipeline.oci.name import parse_image_name
+
+            values["image"] = parse_image_name(
+                values["image"], what="[tool.pipeline] image", error=ConfigError
+            )
         if "platforms" in values:
             values["platforms"] = _platforms(values["platforms"])
         return cls(**values, tags=_tag_policy(tags_raw), extra=extra)

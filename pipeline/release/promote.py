@@ -102,6 +102,10 @@ def resolve(client: RegistryClient, image: Reference, ref: str) -> Manifest:
         ref = tag if name else ref
     if not ref:
         raise UsageError("an empty reference: pass a TAG or a sha256:DIGEST")
+    if not (is_digest(ref) or re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", ref)):
+        raise UsageError(
+            f"--ref {ref!r}: not a tag or a sha256 digest", hint="pass a TAG or a sha256:DIGEST"
+        )
     try:
         return client.manifest(image.repository, ref)
     except NotFoundError:
