@@ -8,7 +8,8 @@ Modes (switchable at run time with ``configure``):
   (503, 429...) and close, then forward;
 - ``stall``: accept the first ``count`` connections and never answer, then forward;
 - ``stall_after_bytes``: forward until ``count`` bytes went client -> registry, then every
-  connection hangs (a push "killed half-way" is then one kill away);
+  connection hangs (a push "killed half-way" is then one kill away); switching to ``pass``
+  resumes the held connections where they stopped;
 - ``flaky``: reset every ``count``-th connection, ``limit`` times (-1: forever), so faults
   spread over every client however many connections each opens.
 
@@ -264,7 +265,8 @@ class FaultProxy:
                         break
                     if up and self._over_budget(len(data)):
                         self._wait_released()
-                        break
+                        if self.mode != "pass" or self._stop.is_set():
+                            break  # switched to pass: the held connection resumes
                     dst.sendall(data)
             except OSError:
                 pass

@@ -17,9 +17,10 @@ from pipeline.registry.retry import TransientRegistryError, is_transient
 DockerRunner = Callable[[Sequence[str], str | None], None]
 
 
-def docker_cli(timeout: float | None = None) -> DockerRunner:
+def docker_cli(timeout: float | None = None, idle: float | None = None) -> DockerRunner:
     """Run the docker CLI (stdin for secrets); failures raise ``RegistryError``, transient
-    ones ``TransientRegistryError`` (classified from stderr)."""
+    ones ``TransientRegistryError`` (classified from stderr; a command silent for ``idle``
+    seconds, a stalled connection, is one)."""
 
     def runner(argv: Sequence[str], stdin: str | None) -> None:
         try:
@@ -28,6 +29,7 @@ def docker_cli(timeout: float | None = None) -> DockerRunner:
                 input=stdin,
                 env=docker_env(None),
                 timeout=timeout,
+                idle=idle,
                 error=RegistryError,
             )
         except CommandError as exc:
@@ -37,7 +39,7 @@ def docker_cli(timeout: float | None = None) -> DockerRunner:
                 f"docker {argv[0]} failed",
                 argv=exc.argv,
                 returncode=exc.returncode,
-                stderr=_redact(exc.stderr),
+                stderr=_redact(exc.stderr or exc.message),
                 hint=exc.hint,
             ) from None
 

@@ -34,6 +34,7 @@ from pipeline.registry.transport import (
     NotFoundError,
     Response,
     error_detail,
+    json_object,
     next_link,
     status_error,
 )
@@ -84,8 +85,10 @@ class RegistryClient:
             raise RegistryError(f"{self.host}/{repository}@{ref}: content has digest {digest}")
         if claimed and claimed != digest and not is_digest(ref):
             raise RegistryError(f"{self.host}/{repository}:{ref}: digest mismatch")
-        media_type = resp.header("Content-Type").split(";")[0].strip()
-        media_type = media_type or str(json.loads(resp.body).get("mediaType", ""))
+        data = json_object(
+            resp.body, f"read {self.host}/{repository}:{ref}", resp.header("Content-Type")
+        )
+        media_type = resp.header("Content-Type").split(";")[0].strip() or data.get("mediaType", "")
         return Manifest(digest, media_type, resp.body)
 
     def digest(self, repository: str, ref: str) -> str | None:
@@ -153,7 +156,9 @@ class RegistryClient:
                 )
             except NotFoundError:
                 return result
-            data = json.loads(resp.body or b"{}")
+            data = json_object(
+                resp.body, f"list the tags of {repository}", resp.header("Content-Type")
+            )
             result.extend(data.get("tags") or [])
             path = next_link(resp.header("Link"))
         return result
@@ -225,8 +230,7 @@ class RegistryClient:
         config = manifest.json().get("config") or {}
         if not config.get("digest"):
             raise RegistryError(f"{self.host}/{repository}:{ref}: manifest has no config")
-        data = json.loads(self.blob(repository, str(config["digest"])))
-        return data if isinstance(data, dict) else {}
+        return json_object(self.blob(repository, str(config["digest"])), f"config of {ref}")
 
     # -- plumbing --
 
@@ -373,7 +377,7 @@ class RegistryClient:
             )
         if resp.status == 404:
             return NotFoundError(f"{where}: not found (HTTP 404{': ' + detail if detail else ''})")
-        return status_error(resp.status, where, detail)
+        return status_error(resp.status, where, detail, resp.header("Retry-After"))
 
 
 # --- constructors for the edge (values from settings and the environment, passed in) ---

@@ -28,14 +28,14 @@ from typing import Any
 
 from pipeline.build.record import BuildRecord
 from pipeline.engine.imagetools import imagetools_composer
-from pipeline.errors import CommandError, RegistryError, UsageError
+from pipeline.errors import RegistryError, UsageError
 from pipeline.gitref import ReleaseContext
 from pipeline.oci.labels import LABEL, ImageTags
 from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
 from pipeline.oci.platform import platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
-from pipeline.registry.retry import TransientRegistryError, call_with_retry, is_transient
+from pipeline.registry.retry import retry_command
 from pipeline.registry.transport import NotFoundError
 from pipeline.release.moving import move
 from pipeline.release.push import (
@@ -153,20 +153,6 @@ def record_for(
 # --- I/O ---
 
 
-def _transient(compose: Composer, sources: Sequence[str]) -> bytes:
-    """``compose(sources)``, its failures classified: a reset or a 5xx is worth retrying."""
-    try:
-        return compose(sources)
-    except TransientRegistryError:
-        raise
-    except CommandError as exc:
-        if is_transient(exc.stderr or exc.message):
-            raise TransientRegistryError(
-                exc.message, argv=exc.argv, stderr=exc.stderr, hint=exc.hint
-            ) from None
-        raise
-
-
 @dataclass
 class MergeResult:
     push: PushResult
@@ -210,8 +196,8 @@ def merge(
             hint="wait for (or re-run) the build of every platform, or pass --platform",
         )
     index = index_manifest(
-        call_with_retry(
-            lambda: _transient(compose, [f"{ref.name}@{d}" for d in sources]),
+        retry_command(
+            lambda: compose([f"{ref.name}@{d}" for d in sources]),
             client.retry,
             on_retry=lambda n, exc: log(f"retrying imagetools create (attempt {n + 1}): {exc}"),
         )

@@ -42,7 +42,7 @@ from pipeline.registry.retry import (
     retry_policy,
 )
 from pipeline.release.moving import MovingTagsError, move
-from pipeline.release.tags import SemVer, highest_stable
+from pipeline.release.tags import SemVer, highest_stable, sanitize_tag
 
 Log = Callable[[str], None]
 
@@ -134,8 +134,6 @@ def staging_tag(record: BuildRecord) -> str:
         return record.unique[0]
     if record.immutable:
         return record.immutable[0]
-    from pipeline.release.tags import sanitize_tag
-
     return sanitize_tag(record.version)
 
 
@@ -232,7 +230,7 @@ def push(
             docker(["tag", source, f"{record.image}:{stage}"], None)
         log(f"pushing {record.image}:{stage} (every platform, one index)")
         call_with_retry(
-            lambda: docker(["push", "--quiet", f"{record.image}:{stage}"], None),
+            lambda: docker(["push", f"{record.image}:{stage}"], None),
             retry,
             on_retry=lambda n, exc: log(f"retrying the push (attempt {n + 1}): {_short(exc)}"),
         )
@@ -377,7 +375,8 @@ def push_record(
     record = BuildRecord.read(record_path)
     host = parse_reference(record.image).host
     retry = retry_policy(extra, environ)
-    runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
+    stall = float(extra.get("push_stall_timeout", retry.max_seconds))  # no progress: a fault
+    runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)), idle=stall)
     credentials = credentials_for(host, environ)
     with temporary_docker_config(environ) if credentials else contextlib.nullcontext():
         login(host, credentials, docker=runner, retry=retry)
