@@ -652,8 +652,8 @@ def registry_prune(
         target = _image_ref(s, image)
         retention = Retention(int(keep), int(days), environments(s.extra.get("environments")))
         client = _client(target.host, s)
-        tags_, created = gather(client, target.repository, retention.environments)
-        result = plan(tags_, created, retention, datetime.now(UTC))
+        tags_, created, versions = gather(client, target.repository, retention.environments)
+        result = plan(tags_, created, retention, datetime.now(UTC), versions)
         execute(client, target.repository, result, retention, yes=yes)
 
 

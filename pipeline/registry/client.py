@@ -85,9 +85,7 @@ class RegistryClient:
             raise RegistryError(f"{self.host}/{repository}@{ref}: content has digest {digest}")
         if claimed and claimed != digest and not is_digest(ref):
             raise RegistryError(f"{self.host}/{repository}:{ref}: digest mismatch")
-        data = json_object(
-            resp.body, f"read {self.host}/{repository}:{ref}", resp.header("Content-Type")
-        )
+        data = resp.json(f"read {self.host}/{repository}:{ref}")
         media_type = resp.header("Content-Type").split(";")[0].strip() or data.get("mediaType", "")
         return Manifest(digest, media_type, resp.body)
 
@@ -156,9 +154,7 @@ class RegistryClient:
                 )
             except NotFoundError:
                 return result
-            data = json_object(
-                resp.body, f"list the tags of {repository}", resp.header("Content-Type")
-            )
+            data = resp.json(f"list the tags of {self.host}/{repository}")
             result.extend(data.get("tags") or [])
             path = next_link(resp.header("Link"))
         return result
