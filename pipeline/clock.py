@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
+#: The same instant where a colon cannot go (a tag name): digits only, to the microsecond.
+TAG_STAMP = "%Y%m%d%H%M%S%f"
 
 
 def utc_stamp(moment: datetime | None = None) -> str:

@@ -73,10 +73,25 @@ class Settings:
     # each build and recorded in the image's base.name/base.digest labels.
     # Empty: the Dockerfile's `ARG BASE_IMAGE` default, pinned by digest (dependabot bumps it).
     base_image: str = ""
+    # The project root every relative path above is resolved against, once, by ``from_mapping``
+    # (``record``, ``cache_dir``, ``history``, ``[scan]`` paths become absolute; ``dockerfile``
+    # and ``context`` stay relative to it, as labels and records name them).
+    root: Path = Path(".")
+
+    @property
+    def dockerfile_path(self) -> Path:
+        return self.root / self.dockerfile
+
+    def path_or_name(self, key: str, default: str) -> str:
+        """A path or name from ``[tool.pipeline]`` beyond the typed settings (in ``extra``)."""
+        value = self.extra.get(key, default)
+        return str(value) if value not in (None, "") else default
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Settings:
-        """Validate a (possibly env-overridden) mapping; unknown keys are kept in ``extra``."""
+    def from_mapping(cls, data: Mapping[str, Any], root: Path | None = None) -> Settings:
+        """Validate a (possibly env-overridden) mapping; unknown keys are kept in ``extra``.
+        With ``root``, every relative path setting is resolved against it here, so a task run
+        from a subfolder reads and writes the same files as one run from the root."""
         data = dict(data)
         tags_raw = dict(data.pop("tags", {}) or {})
         known = {f for f in cls.__dataclass_fields__ if f not in ("tags", "extra")}
@@ -98,7 +113,51 @@ class Settings:
             )
         if "platforms" in values:
             values["platforms"] = _platforms(values["platforms"])
+        if root is not None:
+            root = root.resolve()
+            values["root"] = root
+            _resolve_paths(values, extra, root)
         return cls(**values, tags=_tag_policy(tags_raw), extra=extra)
+
+
+# Settings naming files the pipeline writes or reads: absolute once loaded with a root.
+_ROOT_PATHS = ("record", "cache_dir")
+_EXTRA_PATHS = ("history",)
+_SCAN_PATHS = ("ignore_file", "output_dir", "db_dir")
+
+
+def _resolve_paths(values: dict[str, Any], extra: dict[str, Any], root: Path) -> None:
+    for key in _ROOT_PATHS:
+        values[key] = str(root / values.get(key, Settings.__dataclass_fields__[key].default))
+    for key in _EXTRA_PATHS:
+        if isinstance(extra.get(key), str) and extra[key]:
+            extra[key] = str(root / extra[key])
+    scan = extra.get("scan")
+    if isinstance(scan, Mapping):
+        scan = dict(scan)
+        for key in _SCAN_PATHS:
+            if isinstance(scan.get(key), str) and scan[key]:
+                scan[key] = str(root / scan[key])
+        extra["scan"] = scan
+
+
+def load_settings(
+    layers: Mapping[str, Any], root: Path, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """The one settings loader, for tasks and tests alike: ``layers`` is Invoke's merged
+    ``docker`` config (``[tool.pipeline]`` as the collection's defaults, then
+    ``/etc/invoke.yaml``, ``~/.invoke.yaml``, the project's ``invoke.yaml``, ``INVOKE_DOCKER_*``),
+    ``overrides`` the flags (unset ones are ``None`` or empty and change nothing)."""
+    data = dict(layers)
+    data["tags"] = dict(data.get("tags", {}) or {})
+    data["scan"] = dict(data.get("scan", {}) or {})
+    data.update({k: v for k, v in (overrides or {}).items() if v not in (None, "", [], ())})
+    flag = (overrides or {}).get("image")
+    if flag is not None:  # checked as the flag it is, before anything runs
+        from pipeline.oci.name import parse_image_name
+
+        data["image"] = parse_image_name(str(flag), what="--image")
+    return Settings.from_mapping(data, root=root)
 
 
 def _platforms(value: Any) -> tuple[str, ...]:

@@ -34,3 +34,14 @@ def run_url(environ: Mapping[str, str]) -> str:
         return ""
     server = environ.get("GITHUB_SERVER_URL", "https://github.com")
     return f"{server}/{environ.get('GITHUB_REPOSITORY', '')}/actions/runs/{run_id}"
+
+
+def report_to_github(
+    environ: Mapping[str, str], *, outputs: Mapping[str, str] | None = None, summary: str = ""
+) -> None:
+    """The one place that writes to GitHub Actions: ``outputs`` to ``$GITHUB_OUTPUT`` and
+    ``summary`` (Markdown) to ``$GITHUB_STEP_SUMMARY``, each when its variable is set."""
+    if outputs and environ.get("GITHUB_OUTPUT"):
+        write_outputs(Path(environ["GITHUB_OUTPUT"]), outputs)
+    if summary and environ.get("GITHUB_STEP_SUMMARY"):
+        append_summary(Path(environ["GITHUB_STEP_SUMMARY"]), summary)

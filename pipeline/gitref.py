@@ -281,18 +281,36 @@ def _https_url(url: str) -> str:
     return public_url(url)
 
 
-def resolve(
-    environ: Mapping[str, str],
-    cwd: Path,
-    *,
-    event: str | None = None,
-    ref: str | None = None,
-    sha: str | None = None,
-    pr: int | None = None,
-    default_branch: str | None = None,
-) -> ReleaseContext:
+@dataclass(frozen=True)
+class RefFlags:
+    """The five git flags every task that names a build takes (``--event --ref --sha --pr
+    --default-branch``); ``None`` means "from GitHub's environment or the checkout"."""
+
+    event: str | None = None
+    ref: str | None = None
+    sha: str | None = None
+    pr: int | None = None
+    default_branch: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        event: str | None = None,
+        ref: str | None = None,
+        sha: str | None = None,
+        pr: int | str | None = None,
+        default_branch: str | None = None,
+    ) -> RefFlags:
+        """From Invoke's flag values (``--pr`` may arrive as a string)."""
+        return cls(event, ref, sha, int(pr) if pr is not None else None, default_branch)
+
+
+def resolve(environ: Mapping[str, str], cwd: Path, flags: RefFlags | None = None) -> ReleaseContext:
     """The edge: GitHub's environment in Actions, else the local checkout, else flags alone;
     then the flags, then ``SOURCE_DATE_EPOCH``."""
+    flags = flags or RefFlags()
+    event, ref, sha, pr = flags.event, flags.ref, flags.sha, flags.pr
+    default_branch = flags.default_branch
     if environ.get("GITHUB_ACTIONS") == "true":
         context = ReleaseContext.from_env(environ)
     else:

@@ -5,6 +5,7 @@ result says which failed and why (their own output, untouched)."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,3 +174,24 @@ def run_checks(
             hint="see the output above",
         )
     return outcomes
+
+
+def print_outcome(outcome: Outcome) -> None:
+    mark = "ok" if outcome.ok else f"FAILED (exit code {outcome.returncode})"
+    print(f"== {outcome.check.name}: {mark}")
+    if outcome.output and not outcome.ok:
+        print(outcome.output)
+    sys.stdout.flush()
+
+
+def lint_actions(root: Path) -> str:
+    """``lint.actions``: every check run, each outcome printed; the closing line."""
+    targets = find_targets(root)
+    run_checks(action_checks(targets), cwd=root, echo=print_outcome)
+    return f"clean: {len(targets.all)} files"
+
+
+def lint_dockerfile(dockerfile: Path, root: Path) -> str:
+    """``lint.dockerfile``: hadolint; the closing line."""
+    run_checks(dockerfile_checks(dockerfile), cwd=root, echo=print_outcome)
+    return f"clean: {dockerfile}"

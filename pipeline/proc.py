@@ -69,3 +69,32 @@ def stream(argv: Sequence[str], *, cwd: Path | None = None) -> int:
         return subprocess.run(list(argv), cwd=cwd, check=False).returncode
     except FileNotFoundError:
         raise CommandError(f"{argv[0]} is not installed", argv=argv) from None
+
+
+class CheckFailed(CommandError):
+    """A step of ``invoke test`` failed: the edge exits with the step's own exit code."""
+
+    def __init__(self, message: str, *, returncode: int) -> None:
+        super().__init__(message, returncode=returncode)
+        self.exit_code = returncode
+
+
+def check_steps(
+    root: Path, *, engine: bool = True, k: str | None = None, path: str = "tests", lint: bool = True
+) -> None:
+    """``invoke test``: ruff, ruff format --check and mypy (``lint``), then pytest (without the
+    engine tests unless ``engine``), output streamed; the first failing step stops the run."""
+    steps: list[list[str]] = []
+    if lint:
+        steps += [
+            [sys.executable, "-m", "ruff", "check", "."],
+            [sys.executable, "-m", "ruff", "format", "--check", "."],
+            [sys.executable, "-m", "mypy"],
+        ]
+    pytest = [sys.executable, "-m", "pytest", path]
+    pytest += [] if engine else ["-m", "not engine"]
+    pytest += ["-k", k] if k else []
+    for argv in [*steps, pytest]:
+        code = stream(argv, cwd=root)
+        if code != 0:
+            raise CheckFailed(f"{' '.join(argv[2:4])} failed (exit code {code})", returncode=code)

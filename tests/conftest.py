@@ -22,7 +22,7 @@ pytest_plugins = ["fixtures_image"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = "127.0.0.1:5000"
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def _engine_problem() -> str | None:
@@ -30,7 +30,7 @@ def _engine_problem() -> str | None:
         return "the docker CLI is not installed"
     info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
     if info.returncode != 0:
-        return "the Docker daemon is unreachable (run ../shared/engine/provision.sh)"
+        return "the Docker daemon is unreachable (start the engine first: see README.md)"
     try:
         urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5).close()
     except OSError as exc:

@@ -20,18 +20,18 @@ from pipeline import engine
 from pipeline.build.plan import BuildOptions
 from pipeline.build.record import BuildRecord
 from pipeline.build.run import run_build
-from pipeline.config import Settings, invoke_defaults, load_pyproject
+from pipeline.config import Settings, load_settings
 from pipeline.release.tags import image_tags
+from tasks import project_config
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = "127.0.0.1:5000"
 
 
 def project_settings(**overrides: object) -> Settings:
-    """``[tool.pipeline]`` of this checkout, with overrides (as ``tasks.settings`` does)."""
-    data = invoke_defaults(load_pyproject(ROOT / "pyproject.toml"))
-    data.update(overrides)
-    return Settings.from_mapping(data)
+    """The settings a task sees (Invoke's config layers: ``[tool.pipeline]``,
+    ``/etc/invoke.yaml``, ``INVOKE_DOCKER_*``...), with overrides as flags."""
+    return load_settings(project_config().docker, ROOT, overrides)
 
 
 def build_for_test(

@@ -212,6 +212,7 @@ def test_the_pipeline_library_gets_bytecode_but_tasks_py_does_not(
             "clock",
             "config",
             "errors",
+            "flags",
             "gitref",
             "oci/__init__",
             "oci/labels",

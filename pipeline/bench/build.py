@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import engine
@@ -26,6 +26,8 @@ from pipeline.build.plan import BuildOptions
 from pipeline.build.record import BuildRecord
 from pipeline.build.run import run_build
 from pipeline.config import Settings
+from pipeline.gitref import ReleaseContext
+from pipeline.oci.labels import ImageTags
 from pipeline.release.tags import image_tags
 
 COPY_IGNORE = (".git", ".venv", "build", ".mypy_cache", ".ruff_cache", ".pytest_cache")
@@ -57,6 +59,122 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else float("inf")
 
 
+@dataclass(frozen=True)
+class Builds:
+    """What the bench measured: the builds, the base's size and the container starts."""
+
+    cold: BuildRecord
+    noops: list[BuildRecord]
+    changes: list[BuildRecord]
+    multi: BuildRecord
+    base_sizes: dict[str, int]
+    healthy: list[float]
+    context_bytes: int
+
+
+def figures(builds: Builds, host: str) -> list[Figure]:
+    """The figure table from the measured builds (pure): each figure, its target, its detail."""
+    cold, multi, latest = builds.cold, builds.multi, builds.changes[-1]
+    noop, changed = _median(builds.noops), _median(builds.changes)
+    base = builds.base_sizes
+    return [
+        Figure(
+            "rebuild with nothing changed / cold build",
+            ratio(noop.duration_s, cold.duration_s),
+            0.05,
+            detail=f"median {noop.duration_s:.2f}s of {_seconds(builds.noops)} / "
+            f"{cold.duration_s:.2f}s",
+        ),
+        Figure(
+            "rebuild after a change in gateway/ / cold build",
+            ratio(changed.duration_s, cold.duration_s),
+            0.20,
+            detail=f"median {changed.duration_s:.2f}s of {_seconds(builds.changes)} / "
+            f"{cold.duration_s:.2f}s",
+        ),
+        Figure(
+            "amd64+arm64 build / amd64-only build (both cold)",
+            ratio(multi.duration_s, cold.duration_s),
+            1.5,
+            detail=f"{multi.duration_s:.2f}s / {cold.duration_s:.2f}s",
+        ),
+        Figure(
+            "runtime image size minus base image size",
+            (latest.sizes[host] - base[host]) / 1e6,
+            40,
+            "MB",
+            f"compressed, {host}: {latest.sizes[host] / 1e6:.1f} - {base[host] / 1e6:.1f} MB",
+        ),
+        Figure(
+            f"container start to healthy, median of {len(builds.healthy)}",
+            statistics.median(builds.healthy),
+            2,
+            "s",
+            ", ".join(f"{s:.2f}" for s in builds.healthy),
+        ),
+        Figure(
+            "build context sent",
+            builds.context_bytes / 1e6,
+            1,
+            "MB",
+            "what .dockerignore lets through, i.e. what a fresh builder receives; BuildKit "
+            f"sent {int(cold.extra.get('context_bytes', 0)) / 1000:.1f} kB to this one",
+        ),
+    ]
+
+
+@dataclass
+class _Bench:
+    """One bench run: a copy of the tree, its own image name, cache mounts and records."""
+
+    tree: Path
+    tmp: Path
+    run_id: str
+    host: str
+    settings: Settings
+    context: ReleaseContext
+    tags: ImageTags
+    environ: Mapping[str, str]
+    report: Callable[[str], None]
+    records: list[BuildRecord] = field(default_factory=list)
+
+    def build(self, label: str, cache: str, cache_id: str, **changes: object) -> BuildRecord:
+        options = BuildOptions(
+            platforms=(self.host,),
+            load=True,
+            cache=f"local:{self.tmp / cache}",
+            build_args=(f"UV_CACHE_ID=bench-{self.run_id}-{cache_id}",),
+            progress="quiet",
+        )
+        options = replace(options, **changes)  # type: ignore[arg-type]
+        result = run_build(
+            root=self.tree,
+            settings=self.settings,
+            build_context=self.context,
+            tags=self.tags,
+            options=options,
+            environ=self.environ,
+        )
+        record = result.record
+        self.records.append(record)
+        self.report(
+            f"  {label}: {record.duration_s:.2f}s, {record.cached_steps}/"
+            f"{record.total_steps} steps cached, context sent "
+            f"{int(record.extra.get('context_bytes', 0)) / 1000:.1f} kB"
+        )
+        return record
+
+    def rebuilds(self) -> tuple[list[BuildRecord], list[BuildRecord]]:
+        """Cached rebuilds with nothing changed, then an edit-rebuild loop in gateway/."""
+        noops = [self.build("rebuild, nothing changed", "cache-a", "a") for _ in range(REPEAT)]
+        marker = self.tree / "gateway" / "__init__.py"
+        changes = []
+        for n in range(REPEAT):  # the first one follows the cold build
+            marker.write_text(marker.read_text() + f"\n# bench change {self.run_id} {n}\n")
+            changes.append(self.build("rebuild after a change in gateway/", "cache-a", "a"))
+        return noops, changes
+
+
 def run_bench(
     root: Path,
     settings: Settings,
@@ -70,48 +188,15 @@ def run_bench(
     bench_settings = replace(settings, image=f"pipeline-bench/gateway-{run_id}")
     context, tags = image_tags(environ, root, bench_settings)
     host = engine.daemon_info().platform
-    records: list[BuildRecord] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-build-"))
+    bench = _Bench(tmp / "tree", tmp, run_id, host, bench_settings, context, tags, environ, report)
     try:
-        tree = tmp / "tree"
-        shutil.copytree(root, tree, ignore=shutil.ignore_patterns(*COPY_IGNORE), symlinks=True)
-
-        def build(label: str, cache: str, cache_id: str, **changes: object) -> BuildRecord:
-            options = BuildOptions(
-                platforms=(host,),
-                load=True,
-                cache=f"local:{tmp / cache}",
-                build_args=(f"UV_CACHE_ID=bench-{run_id}-{cache_id}",),
-                progress="quiet",
-            )
-            options = replace(options, **changes)  # type: ignore[arg-type]
-            result = run_build(
-                root=tree,
-                settings=bench_settings,
-                build_context=context,
-                tags=tags,
-                options=options,
-                environ=environ,
-            )
-            record = result.record
-            records.append(record)
-            report(
-                f"  {label}: {record.duration_s:.2f}s, {record.cached_steps}/"
-                f"{record.total_steps} steps cached, context sent "
-                f"{int(record.extra.get('context_bytes', 0)) / 1000:.1f} kB"
-            )
-            return record
-
-        cold = build("cold build, linux/amd64", "cache-a", "a", no_cache=True)
-        noops = [build("rebuild, nothing changed", "cache-a", "a") for _ in range(REPEAT)]
-        marker = tree / "gateway" / "__init__.py"
-        changes = []
-        for n in range(REPEAT):  # an edit-rebuild loop: the first one follows the cold build
-            marker.write_text(marker.read_text() + f"\n# bench change {run_id} {n}\n")
-            changes.append(build("rebuild after a change in gateway/", "cache-a", "a"))
-        noop = _median(noops)
-        changed = _median(changes)
-        multi = build(
+        shutil.copytree(
+            root, bench.tree, ignore=shutil.ignore_patterns(*COPY_IGNORE), symlinks=True
+        )
+        cold = bench.build("cold build, linux/amd64", "cache-a", "a", no_cache=True)
+        noops, changes = bench.rebuilds()
+        multi = bench.build(
             "cold build, linux/amd64 + linux/arm64",
             "cache-b",
             "b",
@@ -121,59 +206,15 @@ def run_bench(
         base = engine.registry_sizes(
             mirror_reference(base_name(settings, root), engine.daemon_info().mirrors)
         )
-        latest = changes[-1]  # the image the tags now name
-        added = (latest.sizes[host] - base[host]) / 1e6
-        healthy = _start_to_healthy(latest.reference, tmp, run_id, starts)
-        figures = [
-            Figure(
-                "rebuild with nothing changed / cold build",
-                ratio(noop.duration_s, cold.duration_s),
-                0.05,
-                detail=f"median {noop.duration_s:.2f}s of {_seconds(noops)} / "
-                f"{cold.duration_s:.2f}s",
-            ),
-            Figure(
-                "rebuild after a change in gateway/ / cold build",
-                ratio(changed.duration_s, cold.duration_s),
-                0.20,
-                detail=f"median {changed.duration_s:.2f}s of {_seconds(changes)} / "
-                f"{cold.duration_s:.2f}s",
-            ),
-            Figure(
-                "amd64+arm64 build / amd64-only build (both cold)",
-                ratio(multi.duration_s, cold.duration_s),
-                1.5,
-                detail=f"{multi.duration_s:.2f}s / {cold.duration_s:.2f}s",
-            ),
-            Figure(
-                "runtime image size minus base image size",
-                added,
-                40,
-                "MB",
-                f"compressed, {host}: {latest.sizes[host] / 1e6:.1f} - {base[host] / 1e6:.1f} MB",
-            ),
-            Figure(
-                f"container start to healthy, median of {starts}",
-                statistics.median(healthy),
-                2,
-                "s",
-                ", ".join(f"{s:.2f}" for s in healthy),
-            ),
-            Figure(
-                "build context sent",
-                context_size(root) / 1e6,
-                1,
-                "MB",
-                "what .dockerignore lets through, i.e. what a fresh builder receives; BuildKit "
-                f"sent {int(cold.extra.get('context_bytes', 0)) / 1000:.1f} kB to this one",
-            ),
-        ]
-        for figure in figures:
+        healthy = _start_to_healthy(changes[-1].reference, tmp, run_id, starts)
+        builds = Builds(cold, noops, changes, multi, base, healthy, context_size(root))
+        table = figures(builds, host)
+        for figure in table:
             report(figure.line())
-        return figures
+        return table
     finally:
         engine.remove_labelled(f"{LABEL_KEY}={run_id}")
-        for record in records:
+        for record in bench.records:
             engine.remove_images(record.full_tags)
         engine.prune_cache_mounts(f"bench-{run_id}-")  # the cold builds' uv caches
         shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,7 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.bench.figures import Result, combine
@@ -193,75 +194,99 @@ def run(
     return combine(passes)
 
 
+@dataclass(frozen=True)
+class _Load:
+    """One round's fixed parts: where it runs, the upstream's port, and the wrk load."""
+
+    procs: Processes
+    workdir: Path
+    up_port: int
+    seconds: float
+    connections: int
+
+
 def _one_round(seconds: float, connections: int, image: str | None) -> list[Result]:
     nginx = shutil.which("nginx")
     procs = Processes()
     results: list[Result] = []
-    python = sys.executable
     with _workdir() as workdir:
         try:
-            up_port = free_port()
-            if nginx:
-                server = (
-                    f"server {{ listen 127.0.0.1:{up_port}; "
-                    f'location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }} }}'
-                )
-                upstream = procs.start(
-                    [nginx, "-c", str(_nginx_conf(workdir, server)), "-e", "stderr"]
-                )
-                upstream_note = "upstream: nginx"
-            else:
-                upstream = procs.start([python, str(PROGRAMS / "upstream.py"), str(up_port), BODY])
-                upstream_note = "upstream: python"
-            wait_http(f"http://127.0.0.1:{up_port}/")
-
+            load = _Load(procs, workdir, free_port(), seconds, connections)
+            upstream, note = _start_upstream(load, nginx)
             for workers in (1, 2):
-                port = free_port()
-                cfg = gateway_config(workdir, port, up_port)
-                argv = [python, "-m", "gateway", "--config", str(cfg), "--workers", str(workers)]
-                proc = procs.start(argv, cwd=ROOT)
-                wait_http(f"http://127.0.0.1:{port}/healthz")
-                url = f"http://127.0.0.1:{port}/"
-                results.append(
-                    wrk(
-                        f"gateway-{workers}w",
-                        url,
-                        seconds,
-                        connections,
-                        upstream_note,
-                        proc.pid,
-                        upstream.pid,
-                    )
-                )
-                procs.stop(proc)
-
+                results.append(_gateway(load, workers, note, upstream.pid))
             if image:
-                results.append(_container(procs, workdir, image, up_port, seconds, connections))
-
-            if nginx:
-                port = free_port()
-                server = (
-                    f"upstream up {{ server 127.0.0.1:{up_port}; keepalive 128; }} "
-                    f"server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; "
-                    'proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+                results.append(
+                    _container(procs, workdir, image, load.up_port, seconds, connections)
                 )
-                proc = procs.start([nginx, "-c", str(_nginx_conf(workdir, server)), "-e", "stderr"])
-                wait_http(f"http://127.0.0.1:{port}/")
-                url = f"http://127.0.0.1:{port}/"
-                results.append(wrk("nginx-proxy", url, seconds, connections, pid=proc.pid))
-                procs.stop(proc)
-
-            programs_env = {**os.environ, "BENCH_UPSTREAM_PORT": str(up_port)}
-            for label, argv, note in _baselines(workdir, up_port):
-                port = free_port()
-                argv = [a.replace("{port}", str(port)) for a in argv]
-                proc = procs.start(argv, cwd=PROGRAMS, env=programs_env)
-                wait_http(f"http://127.0.0.1:{port}/")
-                url = f"http://127.0.0.1:{port}/"
-                results.append(wrk(label, url, seconds, connections, note, pid=proc.pid))
-                procs.stop(proc)
+            if nginx:
+                results.append(_nginx_proxy(load, nginx))
+            results += _python_proxies(load)
         finally:
             procs.stop_all()
+    return results
+
+
+def _start_upstream(load: _Load, nginx: str | None) -> tuple[subprocess.Popen[bytes], str]:
+    """nginx returning a fixed body when it is installed, else the Python upstream."""
+    if nginx:
+        server = (
+            f"server {{ listen 127.0.0.1:{load.up_port}; "
+            f'location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }} }}'
+        )
+        conf = _nginx_conf(load.workdir, server)
+        upstream = load.procs.start([nginx, "-c", str(conf), "-e", "stderr"])
+        note = "upstream: nginx"
+    else:
+        argv = [sys.executable, str(PROGRAMS / "upstream.py"), str(load.up_port), BODY]
+        upstream = load.procs.start(argv)
+        note = "upstream: python"
+    wait_http(f"http://127.0.0.1:{load.up_port}/")
+    return upstream, note
+
+
+def _gateway(load: _Load, workers: int, note: str, upstream_pid: int) -> Result:
+    port = free_port()
+    cfg = gateway_config(load.workdir, port, load.up_port)
+    argv = [sys.executable, "-m", "gateway", "--config", str(cfg), "--workers", str(workers)]
+    proc = load.procs.start(argv, cwd=ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        url = f"http://127.0.0.1:{port}/"
+        label = f"gateway-{workers}w"
+        return wrk(label, url, load.seconds, load.connections, note, proc.pid, upstream_pid)
+    finally:
+        load.procs.stop(proc)
+
+
+def _nginx_proxy(load: _Load, nginx: str) -> Result:
+    port = free_port()
+    server = (
+        f"upstream up {{ server 127.0.0.1:{load.up_port}; keepalive 128; }} "
+        f"server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; "
+        'proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+    )
+    proc = load.procs.start([nginx, "-c", str(_nginx_conf(load.workdir, server)), "-e", "stderr"])
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        url = f"http://127.0.0.1:{port}/"
+        return wrk("nginx-proxy", url, load.seconds, load.connections, pid=proc.pid)
+    finally:
+        load.procs.stop(proc)
+
+
+def _python_proxies(load: _Load) -> list[Result]:
+    env = {**os.environ, "BENCH_UPSTREAM_PORT": str(load.up_port)}
+    results = []
+    for label, argv, note in _baselines(load.workdir, load.up_port):
+        port = free_port()
+        proc = load.procs.start([a.replace("{port}", str(port)) for a in argv], PROGRAMS, env)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/")
+            url = f"http://127.0.0.1:{port}/"
+            results.append(wrk(label, url, load.seconds, load.connections, note, pid=proc.pid))
+        finally:
+            load.procs.stop(proc)
     return results
 
 
@@ -309,3 +334,24 @@ def _container(
         return wrk("gateway-container-1w", f"http://127.0.0.1:{port}/", seconds, connections)
     finally:
         engine.remove_labelled(f"bench={name}")
+
+
+@dataclass(frozen=True)
+class GatewayBench:
+    """The flags of ``bench.gateway``."""
+
+    seconds: float = 5
+    connections: int = 64
+    container: bool = True
+    rounds: int = 3
+
+
+def bench_gateway(request: GatewayBench, record_path: Path) -> str:
+    """``bench.gateway``: every target (the gateway in the recorded image too, unless told
+    not to), as the table of figures and ratios."""
+    from pipeline.bench.figures import format_table
+    from pipeline.build.record import BuildRecord
+
+    image = BuildRecord.read(record_path).reference if request.container else None
+    results = run(request.seconds, request.connections, image, rounds=request.rounds)
+    return format_table(results)

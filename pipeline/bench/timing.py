@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import CommandError
+from pipeline.errors import CommandError, UsageError
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,29 @@ def compile_bytecode(paths: Iterable[Path]) -> bool:
         else:
             ok = bool(compileall.compile_file(path, quiet=1)) and ok
     return ok
+
+
+def bench_tags(root: Path, runs: int, report: Callable[[str], None] = print) -> None:
+    """``bench.tags``: ``invoke docker.tags --format json`` as a whole process, as this
+    environment is, then with tasks.py and pipeline/ compiled first (Invoke never writes
+    tasks.pyc); then ``python -c "import invoke"``, the floor no task can go under."""
+    argv = [sys.executable, "-m", "invoke", "-r", str(root), "docker.tags", "--format", "json"]
+    label = "invoke docker.tags (whole process)"
+    fresh, total = fresh_bytecode([root / "tasks.py", *sorted((root / "pipeline").rglob("*.py"))])
+    writes = "PYTHONDONTWRITEBYTECODE set" if sys.flags.dont_write_bytecode else "writes pyc"
+    timing = time_process(argv, runs=runs, cwd=root)
+    report(
+        timing.line(
+            f"{label}, as this environment is ({writes}; "
+            f"{fresh}/{total} of tasks.py and pipeline/ had fresh bytecode)"
+        )
+    )
+    if not compile_bytecode([root / "tasks.py", root / "pipeline"]):
+        raise UsageError("tasks.py or pipeline/ does not compile")
+    cached = time_process(argv, runs=runs, cwd=root)
+    report(cached.line(f"{label}, bytecode cached (compileall first)", target=0.3))
+    floor = time_process([sys.executable, "-c", "import invoke"], runs=runs, cwd=root)
+    report(floor.line('floor: python -c "import invoke"'))
+    ratio = cached.median / floor.median
+    verdict = "met" if ratio <= 1.2 else "MISSED"
+    report(f"docker.tags / floor: {ratio:.2f}x  target <= 1.2x: {verdict}")

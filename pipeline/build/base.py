@@ -48,9 +48,19 @@ def mirror_reference(name: str, mirrors: Sequence[str]) -> str:
 
 
 def dockerfile_base(text: str) -> str:
-    """The default of ``ARG BASE_IMAGE=...`` in a Dockerfile, or ``""``."""
+    """The image a Dockerfile's ``ARG BASE_IMAGE=...`` default stands for, or ``""``. A default
+    that names a stage (``FROM python:3.11-slim@sha256:... AS pinned-base``, the shape Dependabot
+    can update) stands for that stage's image."""
     match = re.search(rf"^\s*ARG\s+{BASE_ARG}=(\S+)\s*$", text, flags=re.MULTILINE)
-    return match.group(1).strip("\"'") if match else ""
+    if not match:
+        return ""
+    default = match.group(1).strip("\"'")
+    stage = re.search(
+        rf"^\s*FROM\s+(?:--\S+\s+)*(\S+)\s+AS\s+{re.escape(default)}\s*$",
+        text,
+        flags=re.MULTILINE | re.IGNORECASE,
+    )
+    return stage.group(1) if stage else default
 
 
 def base_name(settings: Settings, root: Path) -> str:
@@ -74,9 +84,9 @@ def resolve_base(name: str, mirrors: Sequence[str]) -> BaseImage:
 
     if not name.strip():
         raise UsageError("[tool.pipeline] base_image: must be a non-empty image name")
-    if "@" in name:
-        bare, _, digest = name.partition("@")
-        return BaseImage(qualified_name(bare), digest)
+    pinned = parse_reference(name)
+    if pinned.digest:
+        return BaseImage(str(replace(pinned, digest="")), pinned.digest)
     where = mirror_reference(name, mirrors)
     try:
         digest = engine.index_digest(where)

@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pipeline import engine
@@ -215,6 +216,27 @@ def run_checks(
 
 
 def _gateway_checks(run: _Run, tmp: Path, healthy_timeout: float) -> None:
+    upstream, gateway = _start_pair(run, tmp)
+
+    def healthy() -> str:
+        seconds = engine.wait_healthy(gateway.id, healthy_timeout)
+        return f"engine health status healthy after {seconds:.1f}s"
+
+    if not run.attempt("healthy", healthy):
+        tail = engine.logs(gateway.id).strip().splitlines()[-3:]
+        if tail:
+            run.report("  gateway log: " + " | ".join(tail))
+    port = engine.host_port(gateway.id, f"{GATEWAY_PORT}/tcp")
+    run.attempt("healthz", partial(_healthz, port))
+    run.attempt("proxy", partial(_proxy, port))
+    run.attempt("not-found", partial(_not_found, port))
+    run.attempt("non-root", partial(_non_root, run.image, gateway.id))
+    run.attempt("read-only", partial(_read_only, gateway.id))
+    run.attempt("drain", lambda: _drain(gateway.id, upstream.id, port))
+
+
+def _start_pair(run: _Run, tmp: Path) -> tuple[engine.Container, engine.Container]:
+    """An upstream container and the gateway in front of it, on a user-defined network."""
     network = run.name("net")
     engine.create_network(network, run.labels)
     upstream = engine.run_container(
@@ -241,58 +263,46 @@ def _gateway_checks(run: _Run, tmp: Path, healthy_timeout: float) -> None:
         volumes=[(str(config), CONFIG_PATH, "ro")],
         publish=[("127.0.0.1:", GATEWAY_PORT)],
     )
+    return upstream, gateway
 
-    def healthy() -> str:
-        seconds = engine.wait_healthy(gateway.id, healthy_timeout)
-        return f"engine health status healthy after {seconds:.1f}s"
 
-    if not run.attempt("healthy", healthy):
-        tail = engine.logs(gateway.id).strip().splitlines()[-3:]
-        if tail:
-            run.report("  gateway log: " + " | ".join(tail))
-    port = engine.host_port(gateway.id, f"{GATEWAY_PORT}/tcp")
+def _healthz(port: int) -> str:
+    answer = http_get(port, "/healthz")
+    assert answer.status == 200, f"/healthz answered {answer.status}"
+    return "/healthz 200"
 
-    def healthz() -> str:
-        answer = http_get(port, "/healthz")
-        assert answer.status == 200, f"/healthz answered {answer.status}"
-        return "/healthz 200"
 
-    def proxy() -> str:
-        answer = http_get(port, "/api/hello")
-        assert answer.status == 200, f"/api/hello answered {answer.status}: {answer.body[:80]}"
-        assert answer.body == "hello from upstream", f"unexpected body {answer.body[:80]!r}"
-        return "/api/hello -> upstream container on a user-defined network"
+def _proxy(port: int) -> str:
+    answer = http_get(port, "/api/hello")
+    assert answer.status == 200, f"/api/hello answered {answer.status}: {answer.body[:80]}"
+    assert answer.body == "hello from upstream", f"unexpected body {answer.body[:80]!r}"
+    return "/api/hello -> upstream container on a user-defined network"
 
-    def not_found() -> str:
-        answer = http_get(port, "/no-such-route")
-        assert answer.status == 404, f"/no-such-route answered {answer.status}, not 404"
-        assert "upstream" not in answer.body, "the 404 came from the upstream"
-        return "/no-such-route 404 from the gateway"
 
-    def non_root() -> str:
-        user = engine.image_user(run.image)
-        code, out = engine.exec_in(gateway.id, ["python", "-c", "import os; print(os.getuid())"])
-        assert code == 0, f"exec failed: {out.strip()[:120]}"
-        uid = out.strip()
-        assert uid.isdigit() and uid != "0", f"runs as uid {uid}"
-        assert user and user.split(":")[0] not in ("0", "root"), f"image USER is {user!r}"
-        return f"uid {uid} (USER {user})"
+def _not_found(port: int) -> str:
+    answer = http_get(port, "/no-such-route")
+    assert answer.status == 404, f"/no-such-route answered {answer.status}, not 404"
+    assert "upstream" not in answer.body, "the 404 came from the upstream"
+    return "/no-such-route 404 from the gateway"
 
-    def read_only() -> str:
-        probe = "open('/app/probe', 'w')"
-        code, out = engine.exec_in(gateway.id, ["python", "-c", probe])
-        assert code != 0, "the root filesystem is writable"
-        assert "Read-only file system" in out, f"unexpected error: {out.strip()[-120:]}"
-        code, out = engine.exec_in(gateway.id, ["python", "-c", "open('/tmp/probe', 'w')"])
-        assert code == 0, f"/tmp (tmpfs) is not writable: {out.strip()[-120:]}"
-        return "--read-only root, tmpfs /tmp, and serving"
 
-    run.attempt("healthz", healthz)
-    run.attempt("proxy", proxy)
-    run.attempt("not-found", not_found)
-    run.attempt("non-root", non_root)
-    run.attempt("read-only", read_only)
-    run.attempt("drain", lambda: _drain(gateway.id, upstream.id, port))
+def _non_root(image: str, container: str) -> str:
+    user = engine.image_user(image)
+    code, out = engine.exec_in(container, ["python", "-c", "import os; print(os.getuid())"])
+    assert code == 0, f"exec failed: {out.strip()[:120]}"
+    uid = out.strip()
+    assert uid.isdigit() and uid != "0", f"runs as uid {uid}"
+    assert user and user.split(":")[0] not in ("0", "root"), f"image USER is {user!r}"
+    return f"uid {uid} (USER {user})"
+
+
+def _read_only(container: str) -> str:
+    code, out = engine.exec_in(container, ["python", "-c", "open('/app/probe', 'w')"])
+    assert code != 0, "the root filesystem is writable"
+    assert "Read-only file system" in out, f"unexpected error: {out.strip()[-120:]}"
+    code, out = engine.exec_in(container, ["python", "-c", "open('/tmp/probe', 'w')"])
+    assert code == 0, f"/tmp (tmpfs) is not writable: {out.strip()[-120:]}"
+    return "--read-only root, tmpfs /tmp, and serving"
 
 
 def _drain(gateway: str, upstream: str, port: int) -> str:
@@ -363,3 +373,10 @@ def _arm64_check(run: _Run, timeout: float) -> None:
         return f"aarch64 under QEMU, healthy after {seconds:.1f}s"
 
     run.attempt("arm64", arm64)
+
+
+def run_record(
+    record_path: Path, *, arm64: bool = True, report: Callable[[str], None] = print
+) -> None:
+    """``docker.test``: the checks on the image of the build record at ``record_path``."""
+    run_checks(BuildRecord.read(record_path), arm64=arm64, report=report)

@@ -158,21 +158,8 @@ def plan_build(
         labels.update(base.labels)
     if source_date_epoch is not None:
         build_args.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch))
-    push = options.push
-    load = options.load or not options.push
     platforms = choose_platforms(options.platforms, settings, environ, host_platform)
-    if options.push_by_digest:
-        if not options.push:
-            raise UsageError("--push-by-digest needs --push", hint="add --push")
-        if options.load:
-            raise UsageError("--push-by-digest cannot --load: the image goes to the registry only")
-        if len(platforms) != 1:
-            raise UsageError(
-                f"--push-by-digest builds one platform per job, not {len(platforms)} "
-                f"({', '.join(platforms)})",
-                hint="pass a single --platform; `invoke docker.merge` joins the digests",
-            )
-        load = False
+    load = _check_push_by_digest(options, platforms)
     return BuildPlan(
         context=context,
         dockerfile=dockerfile,
@@ -180,7 +167,7 @@ def plan_build(
         labels=labels,
         platforms=platforms,
         build_args=build_args,
-        push=push,
+        push=options.push,
         load=load,
         cache=cache_spec(
             options.cache, cache_dir=root / settings.cache_dir, environ=environ, platforms=platforms
@@ -195,6 +182,24 @@ def plan_build(
         push_by_digest=options.push_by_digest,
         provenance_mode=provenance_mode(settings.extra.get("provenance", "max")),
     )
+
+
+def _check_push_by_digest(options: BuildOptions, platforms: Sequence[str]) -> bool:
+    """Whether the image is loaded: by default unless pushed; never for a push by digest,
+    which is one pushed platform."""
+    if not options.push_by_digest:
+        return options.load or not options.push
+    if not options.push:
+        raise UsageError("--push-by-digest needs --push", hint="add --push")
+    if options.load:
+        raise UsageError("--push-by-digest cannot --load: the image goes to the registry only")
+    if len(platforms) != 1:
+        raise UsageError(
+            f"--push-by-digest builds one platform per job, not {len(platforms)} "
+            f"({', '.join(platforms)})",
+            hint="pass a single --platform; `invoke docker.merge` joins the digests",
+        )
+    return False
 
 
 PROVENANCE_MODES = ("max", "min", "off")

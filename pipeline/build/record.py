@@ -88,6 +88,15 @@ def _drop_empty(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def pushed_digest(path: Path, hint: str) -> tuple[str, str]:
+    """``(image, digest)`` of the record at ``path`` once it was pushed, else a ``UsageError``
+    with ``hint`` (for the tasks that work on what was pushed)."""
+    record = BuildRecord.read(path)
+    if not (record.pushed and record.digest):
+        raise UsageError(f"{record.image} has not been pushed", hint=hint)
+    return record.image, record.digest
+
+
 # --- the schema, checked on every read ---
 
 

@@ -9,11 +9,12 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import Settings
 from pipeline.errors import EngineError, PipelineError, UsageError
 
 PROJECT = "api-gateway-local"
@@ -260,3 +261,104 @@ def check_answer(stack: Stack, answer: Answer) -> str:
             hint=f"inspect with docker compose -p {stack.project} logs",
         )
     return upstream
+
+
+@dataclass(frozen=True)
+class LocalRequest:
+    """The flags of ``deploy.local``."""
+
+    image: str | None = None
+    project: str | None = None
+    port: int | None = None
+    wait: int = 120
+    build: bool = True
+
+
+def deploy_local(
+    req: LocalRequest,
+    *,
+    root: Path,
+    settings: Settings,
+    environ: Mapping[str, str],
+    build_image: Callable[[], None],
+) -> list[str]:
+    """The gateway and a sample upstream up and healthy, one request through the gateway
+    checked; the lines to print. ``build_image`` runs ``docker.build`` when nothing is."""
+    from pipeline.engine import image_exists
+
+    ref = req.image or read_env_file(root / ".env.local").get("GATEWAY_IMAGE", "")
+    if not ref:
+        ref = recorded_image(Path(settings.record), build=req.build, build_image=build_image)
+    elif not image_exists(ref):
+        raise UsageError(
+            f"image {ref} is not in the local image store",
+            hint="docker pull it, or leave out --image to use the built image",
+        )
+    stack = settings_stack(root, settings, environ, req.project, ref, req.port)
+    up(stack, wait_s=req.wait)
+    url = published_url(stack)
+    answer = request(f"{url}/api/hello?from=deploy.local")
+    upstream = check_answer(stack, answer)
+    seen = answer.body
+    return [
+        f"gateway: {url}  (project {stack.project}, image {ref})",
+        f"request: GET {answer.url} -> {answer.status} from {upstream}"
+        f" (upstream saw {seen.get('method')} {seen.get('path')},"
+        f" x-gateway: {seen.get('headers', {}).get('x-gateway', '-')})",
+        f"stop with: invoke deploy.down --project {stack.project}",
+    ]
+
+
+def recorded_image(record_path: Path, *, build: bool, build_image: Callable[[], None]) -> str:
+    """The image ``docker.build`` recorded and loaded; built first when there is none."""
+    from pipeline.build.record import BuildRecord
+    from pipeline.engine import image_exists
+
+    with contextlib.suppress(UsageError):
+        record = BuildRecord.read(record_path)
+        if record.loaded and image_exists(record.reference):
+            return record.reference
+    if not build:
+        raise UsageError(
+            f"no loaded image recorded in {record_path}",
+            hint="run `invoke docker.build`, or pass --image REF",
+        )
+    print("deploy.local: no local image recorded yet: running docker.build", flush=True)
+    build_image()
+    record = BuildRecord.read(record_path)
+    if not (record.loaded and image_exists(record.reference)):
+        raise UsageError(f"docker.build did not load {record.reference} into the local store")
+    return record.reference
+
+
+def settings_stack(
+    root: Path,
+    settings: Settings,
+    environ: Mapping[str, str],
+    project: str | None,
+    image: str,
+    port: int | None = None,
+) -> Stack:
+    """``stack_for`` with the compose file and project from ``[tool.pipeline]``."""
+    return stack_for(
+        root,
+        image=image,
+        environ=environ,
+        project=project or settings.path_or_name("compose_project", PROJECT),
+        port=str(port) if port is not None else "",
+        compose_file=settings.path_or_name("compose_file", "docker/compose.yaml"),
+    )
+
+
+def deploy_down(
+    project: str | None, *, root: Path, settings: Settings, environ: Mapping[str, str]
+) -> str:
+    """Remove everything ``deploy.local`` started; the line to print."""
+    from pipeline.engine import leftovers
+
+    stack = settings_stack(root, settings, environ, project, UNUSED_IMAGE)
+    down(stack)
+    left = leftovers(stack.project)
+    if left:
+        raise EngineError(f"{stack.project}: still present after down: {', '.join(left)}")
+    return f"removed: compose project {stack.project}"

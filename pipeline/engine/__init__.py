@@ -8,91 +8,124 @@ line when the engine says no. Nothing here decides policy.
 from __future__ import annotations
 
 from pipeline.engine.buildx import (
-    BuildOutput,
-    build,
-    build_error,
-    cache_mount_ids,
-    prune_cache_mounts,
+    BuildOutput as BuildOutput,
 )
-from pipeline.engine.cli import UNREACHABLE_HINT, docker, is_unreachable
-from pipeline.engine.compose import leftovers, run_compose
+from pipeline.engine.buildx import (
+    build as build,
+)
+from pipeline.engine.buildx import (
+    build_error as build_error,
+)
+from pipeline.engine.buildx import (
+    cache_mount_ids as cache_mount_ids,
+)
+from pipeline.engine.buildx import (
+    prune_cache_mounts as prune_cache_mounts,
+)
+from pipeline.engine.cli import (
+    UNREACHABLE_HINT as UNREACHABLE_HINT,
+)
+from pipeline.engine.cli import (
+    docker as docker,
+)
+from pipeline.engine.cli import (
+    is_unreachable as is_unreachable,
+)
+from pipeline.engine.compose import leftovers as leftovers
+from pipeline.engine.compose import run_compose as run_compose
 from pipeline.engine.container import (
-    Container,
-    container_state,
-    create_network,
-    exec_in,
-    host_port,
-    logs,
-    remove_labelled,
-    run_container,
-    run_once,
-    stop,
-    wait_healthy,
+    Container as Container,
+)
+from pipeline.engine.container import (
+    container_state as container_state,
+)
+from pipeline.engine.container import (
+    create_network as create_network,
+)
+from pipeline.engine.container import (
+    exec_in as exec_in,
+)
+from pipeline.engine.container import (
+    host_port as host_port,
+)
+from pipeline.engine.container import (
+    logs as logs,
+)
+from pipeline.engine.container import (
+    remove_labelled as remove_labelled,
+)
+from pipeline.engine.container import (
+    run_container as run_container,
+)
+from pipeline.engine.container import (
+    run_once as run_once,
+)
+from pipeline.engine.container import (
+    stop as stop,
+)
+from pipeline.engine.container import (
+    wait_healthy as wait_healthy,
 )
 from pipeline.engine.daemon import (
-    MIN_BUILDX,
-    BuilderInfo,
-    DaemonInfo,
-    builder_info,
-    buildx_version,
-    daemon_info,
-    parse_version,
+    MIN_BUILDX as MIN_BUILDX,
+)
+from pipeline.engine.daemon import (
+    BuilderInfo as BuilderInfo,
+)
+from pipeline.engine.daemon import (
+    DaemonInfo as DaemonInfo,
+)
+from pipeline.engine.daemon import (
+    builder_info as builder_info,
+)
+from pipeline.engine.daemon import (
+    buildx_version as buildx_version,
+)
+from pipeline.engine.daemon import (
+    daemon_info as daemon_info,
+)
+from pipeline.engine.daemon import (
+    parse_version as parse_version,
 )
 from pipeline.engine.image import (
-    image_exists,
-    image_history,
-    image_labels,
-    image_user,
-    local_digest,
-    local_images,
-    local_sizes,
-    remove_images,
-    save_stream,
-    saved_blobs,
+    image_exists as image_exists,
 )
-from pipeline.engine.imagetools import index_digest, raw_manifest, registry_sizes, remote_digest
-
-__all__ = [
-    "MIN_BUILDX",
-    "UNREACHABLE_HINT",
-    "BuildOutput",
-    "BuilderInfo",
-    "Container",
-    "DaemonInfo",
-    "build",
-    "build_error",
-    "builder_info",
-    "buildx_version",
-    "cache_mount_ids",
-    "container_state",
-    "create_network",
-    "daemon_info",
-    "docker",
-    "exec_in",
-    "host_port",
-    "image_exists",
-    "image_history",
-    "image_labels",
-    "image_user",
-    "index_digest",
-    "is_unreachable",
-    "leftovers",
-    "local_digest",
-    "local_images",
-    "local_sizes",
-    "logs",
-    "parse_version",
-    "prune_cache_mounts",
-    "raw_manifest",
-    "registry_sizes",
-    "remote_digest",
-    "remove_images",
-    "remove_labelled",
-    "run_compose",
-    "run_container",
-    "run_once",
-    "save_stream",
-    "saved_blobs",
-    "stop",
-    "wait_healthy",
-]
+from pipeline.engine.image import (
+    image_history as image_history,
+)
+from pipeline.engine.image import (
+    image_labels as image_labels,
+)
+from pipeline.engine.image import (
+    image_user as image_user,
+)
+from pipeline.engine.image import (
+    local_digest as local_digest,
+)
+from pipeline.engine.image import (
+    local_images as local_images,
+)
+from pipeline.engine.image import (
+    local_sizes as local_sizes,
+)
+from pipeline.engine.image import (
+    remove_images as remove_images,
+)
+from pipeline.engine.image import (
+    save_stream as save_stream,
+)
+from pipeline.engine.image import (
+    saved_blobs as saved_blobs,
+)
+from pipeline.engine.imagetools import (
+    index_digest as index_digest,
+)
+from pipeline.engine.imagetools import (
+    raw_manifest as raw_manifest,
+)
+from pipeline.engine.imagetools import (
+    registry_sizes as registry_sizes,
+)
+from pipeline.engine.imagetools import (
+    remote_digest as remote_digest,
+)

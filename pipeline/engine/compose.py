@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from python_on_whales import DockerClient, DockerException
 
@@ -34,7 +35,7 @@ def run_compose(
 def leftovers(project: str, client: DockerClient | None = None) -> list[str]:
     """Containers, networks and volumes still labelled with the compose project."""
     client = client or docker()
-    label = {"label": f"com.docker.compose.project={project}"}
+    label: list[tuple[Literal["label"], str]] = [("label", f"com.docker.compose.project={project}")]
     try:
         found = [f"container {c.name}" for c in client.container.list(all=True, filters=label)]
         found += [f"network {n.name}" for n in client.network.list(filters=label)]

@@ -314,57 +314,57 @@ def render_charts(entries: Sequence[HistoryEntry], out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    labels = x_labels(entries)
-    positions = list(range(len(entries)))
     with plt.rc_context({"svg.hashsalt": "api-gateway-report", "svg.fonttype": "none"}):
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(entries) + 2), 4))
-        bottoms = [0.0] * len(entries)
-        for name, values in step_series(entries).items():
-            ax.bar(positions, values, bottom=bottoms, label=name, width=0.7)
-            bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
-        for x, e in enumerate(entries):
-            if not e.ok:
-                ax.annotate(
-                    "failed",
-                    (x, bottoms[x]),
-                    ha="center",
-                    va="bottom",
-                    color="#b00020",
-                    fontsize=8,
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                )
-        ax.set_title("Build time per build (stacked by step)")
-        ax.set_ylabel("seconds")
-        ax.set_xticks(positions, labels, fontsize=7)
-        ax.set_ylim(0, max([*bottoms, 1.0]) * 1.15)
-        ax.grid(axis="y", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="upper left", ncols=3)
-        fig.tight_layout()
-        written += _save(fig, out_dir / "build-time")
-        plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(entries) + 2), 4))
-        platforms = sorted({p for e in entries for p in e.sizes})
-        for platform in platforms:
-            xs = [x for x, e in enumerate(entries) if platform in e.sizes]
-            ys = [entries[x].sizes[platform] / 2**20 for x in xs]
-            ax.plot(xs, ys, marker="o", label=short_platform(platform))
-        ax.set_title("Image size per platform (compressed)")
-        ax.set_ylabel("MiB")
-        ax.set_xticks(positions, labels, fontsize=7)
-        top = max((s for e in entries for s in e.sizes.values()), default=2**20) / 2**20
-        ax.set_ylim(0, top * 1.15)
-        ax.grid(alpha=0.3)
-        if platforms:
-            ax.legend(fontsize=8, loc="lower right")
-        else:
-            ax.text(0.5, 0.5, "no sizes recorded", ha="center", transform=ax.transAxes)
-        fig.tight_layout()
-        written += _save(fig, out_dir / "image-size")
-        plt.close(fig)
+        for name, draw in (("build-time", _build_time_chart), ("image-size", _size_chart)):
+            fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(entries) + 2), 4))
+            draw(ax, entries)
+            ax.set_xticks(list(range(len(entries))), x_labels(entries), fontsize=7)
+            fig.tight_layout()
+            written += _save(fig, out_dir / name)
+            plt.close(fig)
     return written
+
+
+def _build_time_chart(ax: Any, entries: Sequence[HistoryEntry]) -> None:
+    bottoms = [0.0] * len(entries)
+    for name, values in step_series(entries).items():
+        ax.bar(list(range(len(entries))), values, bottom=bottoms, label=name, width=0.7)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    for x, e in enumerate(entries):
+        if not e.ok:
+            ax.annotate(
+                "failed",
+                (x, bottoms[x]),
+                ha="center",
+                va="bottom",
+                color="#b00020",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    ax.set_title("Build time per build (stacked by step)")
+    ax.set_ylabel("seconds")
+    ax.set_ylim(0, max([*bottoms, 1.0]) * 1.15)
+    ax.grid(axis="y", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", ncols=3)
+
+
+def _size_chart(ax: Any, entries: Sequence[HistoryEntry]) -> None:
+    platforms = sorted({p for e in entries for p in e.sizes})
+    for platform in platforms:
+        xs = [x for x, e in enumerate(entries) if platform in e.sizes]
+        ys = [entries[x].sizes[platform] / 2**20 for x in xs]
+        ax.plot(xs, ys, marker="o", label=short_platform(platform))
+    ax.set_title("Image size per platform (compressed)")
+    ax.set_ylabel("MiB")
+    top = max((s for e in entries for s in e.sizes.values()), default=2**20) / 2**20
+    ax.set_ylim(0, top * 1.15)
+    ax.grid(alpha=0.3)
+    if platforms:
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no sizes recorded", ha="center", transform=ax.transAxes)
 
 
 def _save(fig: Any, stem: Path) -> list[Path]:

@@ -97,6 +97,49 @@ class RetryPolicy:
         return policy
 
 
+def _asked(state: RetryCallState) -> float:
+    """The ``Retry-After`` seconds the last failure carried (0: none)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return float(getattr(exc, "retry_after", None) or 0.0)
+
+
+def _stop(policy: RetryPolicy) -> Callable[[RetryCallState], bool]:
+    def stop(state: RetryCallState) -> bool:
+        """Out of attempts or seconds, or the registry asked for a longer wait than the budget
+        has left (coming back early is impolite; waiting longer breaks the budget)."""
+        spent = state.seconds_since_start or 0.0
+        return (
+            state.attempt_number >= policy.attempts
+            or spent >= policy.max_seconds
+            or _asked(state) > policy.max_seconds - spent
+        )
+
+    return stop
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    backoff = wait_exponential_jitter(
+        multiplier=policy.initial, max=policy.max_wait, jitter=policy.jitter
+    )
+
+    def wait(state: RetryCallState) -> float:
+        """The backoff, or the ``Retry-After`` the registry asked for if longer."""
+        return max(backoff(state), _asked(state))
+
+    return wait
+
+
+def _gave_up(exc: TransientRegistryError, attempts: int, policy: RetryPolicy) -> None:
+    if exc.retry_after is not None and attempts < policy.attempts:
+        exc.message = (
+            f"{exc.message} (the registry asked to wait {exc.retry_after:g}s, more than "
+            f"the {policy.max_seconds:g}s retry budget allows; gave up after {attempts} "
+            f"attempt{'s' if attempts > 1 else ''})"
+        )
+    elif attempts > 1:
+        exc.message = f"{exc.message} (gave up after {attempts} attempts)"
+
+
 def call_with_retry(
     fn: Callable[[], T],
     policy: RetryPolicy,
@@ -105,7 +148,9 @@ def call_with_retry(
     on_retry: Callable[[int, BaseException], None] | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> T:
-    """``fn()`` retried on ``retry_on`` exceptions per ``policy``; the last error is re-raised."""
+    """``fn()`` retried on ``retry_on`` exceptions per ``policy``: backoff with jitter, or the
+    registry's ``Retry-After`` when longer, never past the budget; the last error is
+    re-raised, saying why it gave up."""
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None:
@@ -116,31 +161,9 @@ def call_with_retry(
     kwargs: dict[str, Any] = {}
     if sleep is not None:
         kwargs["sleep"] = sleep
-    backoff = wait_exponential_jitter(
-        multiplier=policy.initial, max=policy.max_wait, jitter=policy.jitter
-    )
-
-    def asked(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        return float(getattr(exc, "retry_after", None) or 0.0)
-
-    def stop(state: RetryCallState) -> bool:
-        """Out of attempts or seconds, or the registry asked for a longer wait than the budget
-        has left (coming back early is impolite; waiting longer breaks the budget)."""
-        spent = state.seconds_since_start or 0.0
-        return (
-            state.attempt_number >= policy.attempts
-            or spent >= policy.max_seconds
-            or asked(state) > policy.max_seconds - spent
-        )
-
-    def wait(state: RetryCallState) -> float:
-        """The backoff, or the ``Retry-After`` the registry asked for if longer."""
-        return max(backoff(state), asked(state))
-
     retrying = Retrying(
-        stop=stop,
-        wait=wait,
+        stop=_stop(policy),
+        wait=_wait(policy),
         retry=retry_if_exception_type(retry_on),
         before_sleep=before_sleep,
         reraise=True,
@@ -149,15 +172,7 @@ def call_with_retry(
     try:
         return retrying(fn)
     except TransientRegistryError as exc:
-        attempts = retrying.statistics.get("attempt_number", 1)
-        if exc.retry_after is not None and attempts < policy.attempts:
-            exc.message = (
-                f"{exc.message} (the registry asked to wait {exc.retry_after:g}s, more than "
-                f"the {policy.max_seconds:g}s retry budget allows; gave up after {attempts} "
-                f"attempt{'s' if attempts > 1 else ''})"
-            )
-        elif attempts > 1:
-            exc.message = f"{exc.message} (gave up after {attempts} attempts)"
+        _gave_up(exc, retrying.statistics.get("attempt_number", 1), policy)
         raise
 
 

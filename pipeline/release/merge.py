@@ -22,33 +22,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.build.record import BuildRecord
+from pipeline.clock import utc_stamp
+from pipeline.config import Settings
 from pipeline.engine.imagetools import imagetools_composer
 from pipeline.errors import RegistryError, UsageError
-from pipeline.gitref import ReleaseContext
+from pipeline.gitref import RefFlags, ReleaseContext
 from pipeline.oci.labels import LABEL, ImageTags
 from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
-from pipeline.oci.platform import platform_key
+from pipeline.oci.platform import parse_platforms, platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.retry import retry_command
 from pipeline.registry.transport import NotFoundError
-from pipeline.release.moving import move
-from pipeline.release.push import (
-    Log,
-    PushResult,
-    _platforms,
-    _refuse_conflicts,
-    _write,
-    plan_tags,
-    same_image,
-    staging_tag,
-    update_record,
-)
+from pipeline.release.push import Log, PushResult, _platforms, same_image, update_record, write_tags
+from pipeline.release.tagplan import plan_tags, refuse_conflicts, staging_tag
 
 # ``IMAGE@DIGEST`` sources in, the index's exact bytes out (``imagetools create --dry-run``).
 Composer = Callable[[Sequence[str]], bytes]
@@ -174,19 +166,52 @@ def merge(
     index tagged with the record's tags; see the module docstring for the order."""
     started = time.monotonic()
     ref = parse_reference(record.image)
-    repo = ref.repository
     if not record.tags:
         raise RegistryError(f"no tags to write for {record.image}", hint="check --ref/--event")
+    _check_sources(record, sources, client, expected)
+    index = index_manifest(
+        retry_command(
+            lambda: compose([f"{ref.name}@{d}" for d in sources]),
+            client.retry,
+            on_retry=lambda n, exc: log(f"retrying imagetools create (attempt {n + 1}): {exc}"),
+        )
+    )
+    stored = _stage(record, client, index, len(sources), log)
+    platforms = stored.platforms()
+    missing = missing_platforms(expected, platforms)
+    if missing:
+        raise RegistryError(
+            f"{record.image}@{stored.digest} lacks platform(s) {', '.join(missing)} "
+            f"(has {', '.join(platforms) or 'none'}); no other tag was written",
+        )
+    result = write_tags(
+        record,
+        client,
+        stored,
+        platforms,
+        latest_policy=latest_policy,
+        before_moving=before_moving,
+        log=log,
+        started=started,
+    )
+    return MergeResult(push=result, sources=tuple(sources))
+
+
+def _check_sources(
+    record: BuildRecord, sources: Sequence[str], client: RegistryClient, expected: Sequence[str]
+) -> None:
+    """Every source is in the repository, one per platform, and they cover ``expected``."""
+    ref = parse_reference(record.image)
     by_source: dict[str, list[str]] = {}
     for digest in sources:
         try:
-            manifest = client.manifest(repo, digest)
+            manifest = client.manifest(ref.repository, digest)
         except NotFoundError:
             raise RegistryError(
                 f"{record.image}@{digest} is not in {ref.name}: nothing was tagged",
                 hint="push it first: `invoke docker.build --push --push-by-digest --platform P`",
             ) from None
-        by_source[digest] = _platforms(client, repo, manifest)
+        by_source[digest] = _platforms(client, ref.repository, manifest)
     found = covered_platforms(by_source, record.image)
     missing = missing_platforms(expected, found)
     if missing:
@@ -195,69 +220,37 @@ def merge(
             "nothing was tagged",
             hint="wait for (or re-run) the build of every platform, or pass --platform",
         )
-    index = index_manifest(
-        retry_command(
-            lambda: compose([f"{ref.name}@{d}" for d in sources]),
-            client.retry,
-            on_retry=lambda n, exc: log(f"retrying imagetools create (attempt {n + 1}): {exc}"),
-        )
-    )
+
+
+def _stage(
+    record: BuildRecord, client: RegistryClient, index: Manifest, count: int, log: Log
+) -> Manifest:
+    """The index as the registry stores it: the one a release tag already holds when it is
+    the same image (a re-run), else the new index under the staging tag."""
+    ref = parse_reference(record.image)
+    repo = ref.repository
     fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
     existing = {tag: client.digest(repo, tag) for tag in fixed}
     same = same_image(record, client, existing, index.digest, lambda _: index.images())
-    _refuse_conflicts(record, plan_tags(record, same or index.digest, existing).conflicts)
-    stage = staging_tag(record)
+    refuse_conflicts(record, plan_tags(record, same or index.digest, existing).conflicts)
     if same:
         held_by = next(tag for tag in fixed if existing.get(tag) == same)
         log(
             f"{ref.name}:{held_by} already holds this image ({same}: the same platform "
             "manifests, only the builds' provenance differs): keeping it"
         )
-        stored = client.manifest(repo, same)
-    else:
-        if existing.get(stage) != index.digest:
-            client.put_manifest(repo, stage, index)
-            log(f"created {ref.name}:{stage} -> {index.digest} from {len(sources)} image(s)")
-        stored = client.manifest(repo, stage)
-    if not same and stored.digest != index.digest:
+        return client.manifest(repo, same)
+    stage = staging_tag(record)
+    client.put_manifest(repo, stage, index)
+    log(f"created {ref.name}:{stage} -> {index.digest} from {count} image(s)")
+    stored = client.manifest(repo, stage)
+    if stored.digest != index.digest:
         raise RegistryError(
             f"{ref.name}:{stage} is at {stored.digest}, not the index {index.digest}: "
             "another run moved it; no other tag was written",
             hint="re-run the merge",
         )
-    platforms = stored.platforms()
-    missing = missing_platforms(expected, platforms)
-    if missing:
-        raise RegistryError(
-            f"{record.image}@{stored.digest} lacks platform(s) {', '.join(missing)} "
-            f"(has {', '.join(platforms) or 'none'}); no other tag was written",
-        )
-    existing = {tag: client.digest(repo, tag) for tag in fixed}
-    released = client.tags(repo) if record.immutable else []
-    plan = plan_tags(
-        record, stored.digest, existing, latest_policy=latest_policy, released=released
-    )
-    _refuse_conflicts(record, plan.conflicts)
-    written = _write(client, repo, stored, plan.fixed, log)
-    if before_moving is not None:
-        before_moving(stored.digest)
-    for tag, reason in plan.held:
-        log(f"not moving {tag}: {reason}")
-    moved = move(client, repo, stored, plan.moving, log=log)
-    written += list(moved.written)
-    result = PushResult(
-        image=record.image,
-        digest=stored.digest,
-        platforms=platforms,
-        tags=[*plan.unchanged, *plan.fixed, *plan.moving],
-        written=written,
-        unchanged=list(plan.unchanged),
-        held=list(plan.held),
-        attestations=len(stored.attestations()),
-        duration_s=round(time.monotonic() - started, 2),
-        previous=moved.previous,
-    )
-    return MergeResult(push=result, sources=tuple(sources))
+    return stored
 
 
 def merged_record(
@@ -305,3 +298,63 @@ def merge_to_record(
     merged = merged_record(record, result, {str(k): str(v) for k, v in labels.items()})
     merged.write(record_path)
     return merged
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """The flags of ``docker.merge``."""
+
+    digest: tuple[str, ...] = ()
+    digests_dir: str | None = None
+    platform: tuple[str, ...] = ()
+    record: str | None = None
+    git: RefFlags = field(default_factory=RefFlags)
+
+
+def merge_digests(
+    request: MergeRequest, *, root: Path, settings: Settings, environ: Mapping[str, str]
+) -> BuildRecord:
+    """``docker.merge`` end to end: the digests (flags, then the digest files), the platforms
+    the index must have (``--platform``, else the settings'), the tags of this commit; the
+    merged index's record written."""
+    from pipeline.build.plan import DIGESTS_DIR
+    from pipeline.registry.client import client_for
+    from pipeline.release.tags import image_tags
+
+    context, tags = image_tags(environ, Path.cwd(), settings, request.git)
+    directory = request.digests_dir or ("" if request.digest else DIGESTS_DIR)
+    from_dir = read_digests_dir(root / directory) if directory else {}
+    sources = merge_sources(request.digest, from_dir.values())
+    expected = parse_platforms(request.platform, what="--platform") or settings.platforms
+    planned = record_for(tags, context, expected, utc_stamp())
+    client = client_for(parse_reference(planned.image).host, extra=settings.extra, environ=environ)
+    return merge_to_record(
+        planned,
+        sources,
+        client,
+        record_path=root / (request.record or settings.record),
+        expected=expected,
+        latest_policy=settings.tags.latest,
+    )
+
+
+def merge_outputs(record: BuildRecord) -> dict[str, str]:
+    """``docker.merge``'s step outputs."""
+    return {
+        "digest": record.digest,
+        "version": record.version,
+        "tags": "\n".join(record.full_tags),
+        "platforms": ",".join(record.platforms),
+    }
+
+
+def merge_report(record: BuildRecord, environ: Mapping[str, str]) -> list[str]:
+    """What ``docker.merge`` prints; its outputs handed to GitHub."""
+    from pipeline.github import report_to_github
+
+    report_to_github(environ, outputs=merge_outputs(record))
+    return [
+        f"digest={record.digest}",
+        f"tags={','.join(record.extra['push']['tags'])}",
+        f"platforms={','.join(record.platforms)}",
+    ]

@@ -9,11 +9,14 @@ Docker Hub when one is configured); a different digest means a newer base exists
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline.build.record import BuildRecord
-from pipeline.errors import RegistryError, UsageError
+from pipeline.config import Settings
+from pipeline.errors import EngineError, RegistryError, UsageError
 from pipeline.oci.reference import DOCKER_HUB, Reference, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.transport import NotFoundError
@@ -117,3 +120,28 @@ def config_of(client: RegistryClient, ref: Reference) -> dict[str, Any]:
         return client.image_config(ref.repository, ref.ref)
     except NotFoundError:
         raise NotFoundError(f"{ref} is not in the registry", hint="check --ref") from None
+
+
+def outdated_status(
+    ref: str | None, record_path: Path, *, settings: Settings, environ: Mapping[str, str]
+) -> Status:
+    """``docker.outdated``: the base of a pushed image (its config's labels) or of the last
+    build record, checked against its registry; Docker Hub through the daemon's mirror unless
+    ``[tool.pipeline] mirrors`` names one (no daemon: Docker Hub itself)."""
+    from pipeline.registry.client import client_for
+
+    def client(host: str) -> RegistryClient:
+        return client_for(host, extra=settings.extra, environ=environ)
+
+    if ref:
+        target = parse_reference(ref)
+        base = base_from_config(config_of(client(target.host), target), str(target))
+    else:
+        base = base_from_record(BuildRecord.read(record_path))
+    mirrors = dict(settings.extra.get("mirrors", {}) or {})
+    if parse_reference(base.name).host == DOCKER_HUB and DOCKER_HUB not in mirrors:
+        from pipeline.engine import daemon_info
+
+        with suppress(EngineError):
+            mirrors.update(hub_mirror(daemon_info().mirrors))
+    return check(base, client, mirrors)

@@ -11,13 +11,17 @@ fail signature verification, one line each. A rollback is itself a promotion: it
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
+from pipeline.build.record import pushed_digest
+from pipeline.clock import TAG_STAMP
+from pipeline.config import Settings
 from pipeline.errors import PipelineError, UsageError
 from pipeline.oci.manifest import Manifest
-from pipeline.oci.reference import Reference, is_digest
+from pipeline.oci.reference import Reference, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.transport import NotFoundError
 from pipeline.release import envhistory
@@ -25,7 +29,6 @@ from pipeline.release.sign import UnsignedError
 
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
-_STAMP = "%Y%m%d%H%M%S%f"
 Log = Callable[[str], None]
 Verifier = Callable[[Reference], bool]
 
@@ -65,7 +68,7 @@ def check_environment(name: str, allowed: Sequence[str]) -> str:
 
 
 def history_tag(environment: str, now: datetime) -> str:
-    return f"{environment}-{now.astimezone(UTC).strftime(_STAMP)}"
+    return f"{environment}-{now.astimezone(UTC).strftime(TAG_STAMP)}"
 
 
 def history_tags(environment: str, tags: Iterable[str]) -> list[str]:
@@ -78,7 +81,7 @@ def history_time(tag: str) -> datetime | None:
     match = re.search(r"-(\d{20})$", tag)
     if not match:
         return None
-    return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC)
+    return datetime.strptime(match.group(1), TAG_STAMP).replace(tzinfo=UTC)
 
 
 def previous_digest(history: Sequence[tuple[str, str]], current: str | None) -> str | None:
@@ -211,3 +214,42 @@ def _point(
         f" (was {previous or 'unset'}; history {stamp or 'already written'})"
     )
     return Promotion(environment, manifest.digest, previous, stamp, previous != manifest.digest)
+
+
+@dataclass(frozen=True)
+class PromoteRequest:
+    """``docker.promote --to ENV [--ref R]`` or ``docker.rollback --env ENV [--to R]``."""
+
+    environment: str
+    ref: str | None = None
+    image: str | None = None
+    record: str | None = None
+    rollback: bool = False
+
+
+def promote_request(
+    request: PromoteRequest, *, root: Path, settings: Settings, environ: Mapping[str, str]
+) -> str:
+    """Point (or point back) an environment tag at a signed digest; the line to print."""
+    from pipeline.registry.client import client_for
+    from pipeline.release.sign import verifier_from_env
+
+    allowed = environments(settings.extra.get("environments"))
+    check_environment(request.environment, allowed)
+    image, ref = request.image or settings.image, request.ref
+    if not request.rollback and ref is None:
+        # The record's digest lives in the record's repository, whatever is configured.
+        recorded, ref = pushed_digest(
+            root / (request.record or settings.record), hint="push first, or pass --ref"
+        )
+        image = request.image or recorded
+    target = parse_reference(image)
+    client = client_for(target.host, extra=settings.extra, environ=environ)
+    verified = verifier_from_env(environ)
+    env = request.environment
+    if request.rollback:
+        result = rollback(client, target, env, ref, allowed=allowed, verified=verified)
+    else:
+        assert ref is not None
+        result = promote(client, target, env, ref, allowed=allowed, verified=verified)
+    return f"{env}={result.digest}"

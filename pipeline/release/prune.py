@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pipeline.clock import parse_utc
+from pipeline.config import Settings
 from pipeline.errors import PipelineError, RegistryError, UsageError
+from pipeline.oci.reference import parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.release.tags import SemVer
 
@@ -154,13 +156,39 @@ def plan(
     else:
         envs = retention.environments
         kinds = {tag: classify_built(tag, versions.get(tags[tag]), envs) for tag in tags}
+    wanted = _unwanted(tags, created, kinds, retention, now)
+    # A digest goes only if every image tag pointing at it goes.
+    by_digest: dict[str, list[str]] = {}
+    for tag, digest in tags.items():
+        if kinds[tag].kind != "signature":
+            by_digest.setdefault(digest, []).append(tag)
+    doomed = {d for d, names in by_digest.items() if all(n in wanted for n in names)}
+    result = Plan()
+    for tag in sorted(tags):
+        digest = tags[tag]
+        decision = _decide(tag, digest, kinds[tag], wanted, doomed, by_digest)
+        result.decisions.append(decision)
+        if decision.delete:
+            result.delete_digests.setdefault(digest, []).append(tag)
+    return result
+
+
+def _unwanted(
+    tags: Mapping[str, str],
+    created: Mapping[str, datetime | None],
+    kinds: Mapping[str, Kind],
+    retention: Retention,
+    now: datetime,
+) -> dict[str, str]:
+    """Tag -> why it should go: beyond the newest ``keep`` builds of its group, or older
+    than ``days`` (a group's head only by age)."""
     wanted: dict[str, str] = {}
     groups: dict[str, list[str]] = {}
     for tag, kind in kinds.items():
         if kind.prunable:
             groups.setdefault(kind.group, []).append(tag)
     cutoff = now - timedelta(days=retention.days)
-    for _group, members in groups.items():
+    for members in groups.values():
         builds = [t for t in members if not kinds[t].head]
         dated = sorted(
             (t for t in builds if created.get(tags[t]) is not None),
@@ -178,36 +206,29 @@ def plan(
             when = created.get(tags[tag])
             if kinds[tag].head and when is not None and when < cutoff:
                 wanted[tag] = f"older than {retention.days} days"
-    # A digest goes only if every image tag pointing at it goes.
-    by_digest: dict[str, list[str]] = {}
-    for tag, digest in tags.items():
-        if kinds[tag].kind != "signature":
-            by_digest.setdefault(digest, []).append(tag)
-    result = Plan()
-    doomed = {d for d, names in by_digest.items() if all(n in wanted for n in names)}
-    for tag in sorted(tags):
-        digest, kind = tags[tag], kinds[tag]
-        if kind.kind == "signature":
-            match = _SIGNATURE.match(tag)
-            assert match is not None
-            subject = f"sha256:{match.group(1)}"
-            if subject in doomed:
-                result.decisions.append(Decision(tag, digest, True, "signature of a pruned image"))
-                result.delete_digests.setdefault(digest, []).append(tag)
-            else:
-                result.decisions.append(Decision(tag, digest, False, "signature"))
-            continue
-        if digest in doomed:
-            result.decisions.append(Decision(tag, digest, True, wanted[tag]))
-            result.delete_digests.setdefault(digest, []).append(tag)
-        elif tag in wanted:
-            keepers = [n for n in by_digest[digest] if n not in wanted]
-            result.decisions.append(
-                Decision(tag, digest, False, f"kept: {keepers[0]} points at the same digest")
-            )
-        else:
-            result.decisions.append(Decision(tag, digest, False, _keep_reason(kind)))
-    return result
+    return wanted
+
+
+def _decide(
+    tag: str,
+    digest: str,
+    kind: Kind,
+    wanted: Mapping[str, str],
+    doomed: set[str],
+    by_digest: Mapping[str, list[str]],
+) -> Decision:
+    if kind.kind == "signature":
+        match = _SIGNATURE.match(tag)
+        assert match is not None
+        if f"sha256:{match.group(1)}" in doomed:
+            return Decision(tag, digest, True, "signature of a pruned image")
+        return Decision(tag, digest, False, "signature")
+    if digest in doomed:
+        return Decision(tag, digest, True, wanted[tag])
+    if tag in wanted:
+        keepers = [n for n in by_digest[digest] if n not in wanted]
+        return Decision(tag, digest, False, f"kept: {keepers[0]} points at the same digest")
+    return Decision(tag, digest, False, _keep_reason(kind))
 
 
 def _keep_reason(kind: Kind) -> str:
@@ -320,3 +341,28 @@ def _protected(client: RegistryClient, repository: str, environments: Iterable[s
             if digest:
                 protected.add(digest)
     return protected
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """The flags of ``docker.prune``."""
+
+    keep: int = 10
+    days: int = 30
+    yes: bool = False
+    image: str | None = None
+
+
+def prune_images(request: PruneRequest, *, settings: Settings, environ: Mapping[str, str]) -> None:
+    """``docker.prune``: gather the repository's tags, plan by the retention, print the plan
+    and (``yes``) delete. Releases and environments are never deleted."""
+    from pipeline.registry.client import client_for
+    from pipeline.release.promote import environments
+
+    envs = environments(settings.extra.get("environments"))
+    retention = Retention(request.keep, request.days, envs)
+    target = parse_reference(request.image or settings.image)
+    client = client_for(target.host, extra=settings.extra, environ=environ)
+    tags, created, versions = gather(client, target.repository, retention.environments)
+    result = plan(tags, created, retention, datetime.now(UTC), versions)
+    execute(client, target.repository, result, retention, yes=request.yes)

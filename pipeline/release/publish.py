@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
 from pipeline.errors import UsageError
+from pipeline.gitref import RefFlags
 from pipeline.oci.reference import parse_reference
 from pipeline.release.prune import Log
 from pipeline.release.steps import Step, StepResult, Summary, plan_steps, run_steps, should_push
@@ -37,17 +38,14 @@ class PublishRequest:
 
     push: bool = True
     sign: bool = True
-    platforms: tuple[str, ...] = ()
+    platform: tuple[str, ...] = ()
     severity: str | None = None
     require: str | None = None
     db_dir: str | None = None
     db_update: bool = True
     cache: str | None = None
     arm64: bool = True
-    ref: str | None = None
-    sha: str | None = None
-    event: str | None = None
-    pr: int | None = None
+    git: RefFlags = field(default_factory=RefFlags)
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,7 @@ def plan_publish(
 
     target = parse_reference(settings.image)
     released: list[str] = []
-    ref = request.ref or environ.get("GITHUB_REF", "")
+    ref = request.git.ref or environ.get("GITHUB_REF", "")
     if settings.tags.latest == "release" and ref.startswith("refs/tags/"):
         client = client_for(target.host, extra=settings.extra, environ=environ)
         released = client.tags(target.repository)
@@ -137,10 +135,7 @@ def plan_publish(
         environ,
         cwd,
         settings,
-        event=request.event,
-        ref=request.ref,
-        sha=request.sha,
-        pr=int(request.pr) if request.pr is not None else None,
+        request.git,
         released=released,
     )
     do_push = should_push(context.event, None if request.push else False)
@@ -181,7 +176,7 @@ def _build_step(plan: PublishPlan) -> dict[str, Any]:
     from pipeline.build.plan import BuildOptions
     from pipeline.build.run import run_build
 
-    options = BuildOptions(platforms=plan.request.platforms, load=True, cache=plan.request.cache)
+    options = BuildOptions(platforms=plan.request.platform, load=True, cache=plan.request.cache)
     result = run_build(
         root=plan.root,
         settings=plan.settings,
@@ -305,3 +300,22 @@ def _append_history(plan: PublishPlan, summary: Summary, *, error: str = "") -> 
             plan.context, plan.tags, result=result, kind="publish", steps=steps, error=error
         )
     append_history(history_path(plan.root, plan.settings.extra), entry)
+
+
+def publish_and_report(
+    request: PublishRequest,
+    *,
+    root: Path,
+    settings: Settings,
+    environ: Mapping[str, str],
+    say: Callable[[str], None] = print,
+) -> None:
+    """``docker.publish``: the run, its summary printed and handed to GitHub, then the first
+    failure raised (after the summary, so it is never lost)."""
+    from pipeline.release.summary import github_report, text
+
+    result = publish(request, root=root, settings=settings, environ=environ, cwd=Path.cwd())
+    say(text(result))
+    github_report(result, environ)
+    if result.failure is not None:
+        raise result.failure

@@ -11,7 +11,8 @@ Order, so nothing half-pushed or wrong is ever visible under a tag people use:
 3. read the digest back from the registry, check the index holds every platform of the record,
    re-check the immutable tags against that digest;
 4. write immutable and unique tags, then the moving tags (``latest``, ``1.2``, ``develop``...)
-   last, by PUTting the exact same manifest bytes (same digest guaranteed).
+   last, by PUTting the exact same manifest bytes (same digest guaranteed), as one step that
+   completes or is undone (``pipeline.release.moving``); the record says what happened.
 
 A re-run after a kill converges: each step is idempotent.
 """
@@ -21,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.build.record import BuildRecord
+from pipeline.config import Settings
 from pipeline.engine.transfer import DockerRunner, docker_cli
 from pipeline.errors import EngineError, RegistryError
 from pipeline.oci.manifest import Manifest
@@ -42,99 +44,9 @@ from pipeline.registry.retry import (
     retry_policy,
 )
 from pipeline.release.moving import MovingTagsError, move
-from pipeline.release.tags import SemVer, highest_stable, sanitize_tag
+from pipeline.release.tagplan import plan_tags, refuse_conflicts, staging_tag
 
 Log = Callable[[str], None]
-
-
-class TagConflictError(RegistryError):
-    """An immutable release tag already names another digest."""
-
-
-@dataclass(frozen=True)
-class TagPlan:
-    """What to write, pure. ``conflicts`` refuse the push; ``unchanged`` already point at the
-    digest; ``fixed`` (immutable + unique) are written first, ``moving`` last; ``held`` are
-    moving tags this build must not take (a newer release owns them), with the reason."""
-
-    conflicts: tuple[tuple[str, str], ...] = ()
-    unchanged: tuple[str, ...] = ()
-    fixed: tuple[str, ...] = ()
-    moving: tuple[str, ...] = ()
-    held: tuple[tuple[str, str], ...] = ()
-
-
-def moving_tags(
-    record: BuildRecord, latest_policy: str, released: Iterable[str]
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """The record's moving tags this build may take, given the releases already in the
-    registry: a release takes ``latest`` (policy ``release``), ``1.2`` and ``1`` only if no
-    higher stable release of that line exists. Returns (tags, held with reasons)."""
-    fixed = {*record.immutable, *record.unique}
-    tags = [t for t in record.tags if t not in fixed]
-    version = SemVer.parse(record.version) if record.immutable else None
-    if version is None:
-        return tags, []
-    others = [t for t in released if t not in record.immutable]
-    held: list[tuple[str, str]] = []
-    result: list[str] = []
-    if latest_policy == "release" and version.stable and "latest" not in tags:
-        tags.insert(0, "latest")
-    for tag in tags:
-        if tag == "latest":
-            line: list[str] = others
-        elif tag == f"{version.major}.{version.minor}":
-            line = [t for t in others if _line(t, version.major, version.minor)]
-        elif tag == str(version.major):
-            line = [t for t in others if _line(t, version.major, None)]
-        else:
-            result.append(tag)
-            continue
-        if tag == "latest" and latest_policy != "release":
-            result.append(tag)
-            continue
-        best = highest_stable(line)
-        if best is not None and best.sort_key() > version.sort_key():
-            held.append((tag, f"{best} is newer"))
-        else:
-            result.append(tag)
-    return result, held
-
-
-def _line(tag: str, major: int, minor: int | None) -> bool:
-    v = SemVer.parse(tag)
-    return v is not None and v.major == major and (minor is None or v.minor == minor)
-
-
-def plan_tags(
-    record: BuildRecord,
-    digest: str,
-    existing: Mapping[str, str | None],
-    *,
-    latest_policy: str = "branch",
-    released: Iterable[str] = (),
-) -> TagPlan:
-    """Pure: which tags to write for ``digest`` given what the registry has (``existing``:
-    tag -> digest or None, for the immutable and unique tags at least)."""
-    conflicts = tuple(
-        (tag, found)
-        for tag in record.immutable
-        if (found := existing.get(tag)) is not None and found != digest
-    )
-    fixed_all = list(dict.fromkeys([*record.immutable, *record.unique]))
-    unchanged = tuple(t for t in fixed_all if existing.get(t) == digest)
-    fixed = tuple(t for t in fixed_all if existing.get(t) != digest)
-    moving, held = moving_tags(record, latest_policy, released)
-    return TagPlan(conflicts, unchanged, fixed, tuple(moving), tuple(held))
-
-
-def staging_tag(record: BuildRecord) -> str:
-    """The tag ``docker push`` writes: one that names this build only, never a moving one."""
-    if record.unique:
-        return record.unique[0]
-    if record.immutable:
-        return record.immutable[0]
-    return sanitize_tag(record.version)
 
 
 @dataclass
@@ -214,9 +126,8 @@ def push(
     same = same_image(record, client, existing, local, images or _local_images)
     target = same or local
     if target:
-        _refuse_conflicts(record, plan_tags(record, target, existing).conflicts)
+        refuse_conflicts(record, plan_tags(record, target, existing).conflicts)
     stage = staging_tag(record)
-    source = record.reference
     if same:
         held_by = next(tag for tag in fixed if existing.get(tag) == same)
         log(
@@ -226,19 +137,28 @@ def push(
     elif local and stage in record.immutable and existing.get(stage) == local:
         log(f"{record.image}:{stage} is already at {local}: nothing to upload")
     else:
-        if stage not in record.tags:
-            docker(["tag", source, f"{record.image}:{stage}"], None)
-        log(f"pushing {record.image}:{stage} (every platform, one index)")
-        call_with_retry(
-            lambda: docker(["push", f"{record.image}:{stage}"], None),
-            retry,
-            on_retry=lambda n, exc: log(f"retrying the push (attempt {n + 1}): {_short(exc)}"),
-        )
-        if stage not in record.tags:
-            docker(["image", "rm", f"{record.image}:{stage}"], None)
+        _upload(record, stage, docker=docker, retry=retry, log=log)
     manifest = client.manifest(repo, same or stage)
+    platforms = _check_stored(record, client, manifest, local="" if same else local, log=log)
+    return write_tags(
+        record,
+        client,
+        manifest,
+        platforms,
+        latest_policy=latest_policy,
+        before_moving=before_moving,
+        log=log,
+        started=started,
+    )
+
+
+def _check_stored(
+    record: BuildRecord, client: RegistryClient, manifest: Manifest, *, local: str, log: Log
+) -> list[str]:
+    """The stored index's platforms: every one of the record's, or nothing moves."""
+    repo = parse_reference(record.image).repository
     digest = manifest.digest
-    if local and not same and digest != local:
+    if local and digest != local:
         log(f"note: the registry stored {digest}, the local index is {local}")
     platforms = _platforms(client, repo, manifest)
     missing = [p for p in record.platforms if p not in platforms]
@@ -250,20 +170,56 @@ def push(
         )
     if not (manifest.is_index and manifest.attestations()):
         log(f"note: {record.image}@{digest} carries no provenance attestation")
+    return platforms
+
+
+def _upload(
+    record: BuildRecord, stage: str, *, docker: DockerRunner, retry: RetryPolicy, log: Log
+) -> None:
+    """``docker push`` of every platform as one index, under the staging tag."""
+    if stage not in record.tags:
+        docker(["tag", record.reference, f"{record.image}:{stage}"], None)
+    log(f"pushing {record.image}:{stage} (every platform, one index)")
+    call_with_retry(
+        lambda: docker(["push", f"{record.image}:{stage}"], None),  # progress: not a stall
+        retry,
+        on_retry=lambda n, exc: log(f"retrying the push (attempt {n + 1}): {_short(exc)}"),
+    )
+    if stage not in record.tags:
+        docker(["image", "rm", f"{record.image}:{stage}"], None)
+
+
+def write_tags(
+    record: BuildRecord,
+    client: RegistryClient,
+    manifest: Manifest,
+    platforms: list[str],
+    *,
+    latest_policy: str,
+    before_moving: Callable[[str], None] | None,
+    log: Log,
+    started: float,
+) -> PushResult:
+    """The record's tags onto ``manifest`` (already stored): fixed tags first, then
+    ``before_moving`` (e.g. signing), then the moving tags. Shared by push and merge."""
+    repo = parse_reference(record.image).repository
+    fixed = list(dict.fromkeys([*record.immutable, *record.unique]))
     existing = {tag: client.digest(repo, tag) for tag in fixed}
     released = client.tags(repo) if record.immutable else []
-    plan = plan_tags(record, digest, existing, latest_policy=latest_policy, released=released)
-    _refuse_conflicts(record, plan.conflicts)
+    plan = plan_tags(
+        record, manifest.digest, existing, latest_policy=latest_policy, released=released
+    )
+    refuse_conflicts(record, plan.conflicts)
     written = _write(client, repo, manifest, plan.fixed, log)
     if before_moving is not None:
-        before_moving(digest)
+        before_moving(manifest.digest)
     for tag, reason in plan.held:
         log(f"not moving {tag}: {reason}")
     moved = move(client, repo, manifest, plan.moving, log=log)
     written += list(moved.written)
     return PushResult(
         image=record.image,
-        digest=digest,
+        digest=manifest.digest,
         platforms=platforms,
         tags=[*plan.unchanged, *plan.fixed, *plan.moving],
         written=written,
@@ -310,16 +266,6 @@ def _local_images(reference: str) -> Mapping[str, str]:
 
 def _short(exc: BaseException) -> str:
     return exc.one_line() if isinstance(exc, RegistryError) else str(exc)
-
-
-def _refuse_conflicts(record: BuildRecord, conflicts: Sequence[tuple[str, str]]) -> None:
-    if conflicts:
-        tag, found = conflicts[0]
-        raise TagConflictError(
-            f"{record.image}:{tag} already exists at {found}: release tags are immutable, "
-            "refusing to overwrite (nothing was changed)",
-            hint="release a new version instead",
-        )
 
 
 def _platforms(client: RegistryClient, repo: str, manifest: Manifest) -> list[str]:
@@ -397,3 +343,15 @@ def push_record(
             raise
     update_record(record, result).write(record_path)
     return result
+
+
+def push_lines(record_path: Path, *, settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """``docker.push``: ``push_record`` with the settings; the lines to print."""
+    result = push_record(
+        record_path, extra=settings.extra, environ=environ, latest_policy=settings.tags.latest
+    )
+    return [
+        f"digest={result.digest}",
+        f"platforms={','.join(result.platforms)}",
+        f"tags={','.join(result.tags)}",
+    ]

@@ -12,10 +12,14 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from pipeline.build.record import pushed_digest
+from pipeline.config import Settings
 from pipeline.errors import CommandError, PipelineError
-from pipeline.oci.reference import Reference, is_loopback
+from pipeline.oci.reference import Reference, is_loopback, parse_reference
 from pipeline.proc import run
+from pipeline.registry.client import client_for
 from pipeline.registry.dockerauth import docker_env
 from pipeline.registry.retry import RetryPolicy, call_with_retry, is_transient
 
@@ -232,3 +236,29 @@ def verifier_from_env(environ: Mapping[str, str]) -> Callable[[Reference], bool]
             hint="set COSIGN_PUBLIC_KEY (or COSIGN_KEY and COSIGN_PASSWORD)",
         )
     return lambda ref: verify(ref, config)
+
+
+def sign_image(
+    ref: str | None,
+    record_path: Path,
+    *,
+    settings: Settings,
+    environ: Mapping[str, str],
+    verify_only: bool = False,
+) -> str:
+    """``docker.sign``: the given reference (a tag is resolved to its digest) or the record's
+    pushed digest, signed (or, ``verify_only``, checked); the line to print."""
+    if ref:
+        target = parse_reference(ref)
+    else:
+        image, digest = pushed_digest(record_path, hint="run `invoke docker.push` first")
+        target = parse_reference(image).with_digest(digest)
+    if not target.digest:
+        client = client_for(target.host, extra=settings.extra, environ=environ)
+        target = target.with_digest(client.manifest(target.repository, target.tag).digest)
+    config = config_from_env(environ)
+    if verify_only:
+        require_signed(target, config)
+        return f"verified {target}"
+    sign(target, config)
+    return f"signed {target} ({config.mode})"

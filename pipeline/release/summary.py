@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.github import report_to_github
 from pipeline.release.steps import Summary
 
 
@@ -74,3 +75,9 @@ def outputs(summary: Summary, summary_path: str = "") -> dict[str, str]:
         "signed": summary.signed,
         "summary": summary_path,
     }
+
+
+def github_report(summary: Summary, environ: Mapping[str, str]) -> None:
+    """The run's step summary and outputs, through the one GitHub writer."""
+    summary_file = environ.get("GITHUB_STEP_SUMMARY", "")
+    report_to_github(environ, outputs=outputs(summary, summary_file), summary=markdown(summary))

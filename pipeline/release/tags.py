@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.clock import utc_from_epoch
-from pipeline.config import Settings
-from pipeline.errors import InvalidRefError
-from pipeline.gitref import ReleaseContext, resolve
+from pipeline.config import Settings, TagPolicy
+from pipeline.errors import InvalidRefError, UsageError
+from pipeline.gitref import RefFlags, ReleaseContext, resolve
 from pipeline.oci.labels import LABEL, ImageTags
 
 if TYPE_CHECKING:
@@ -106,67 +106,79 @@ def highest_stable(released: Iterable[str]) -> SemVer | None:
     return max(versions, key=SemVer.sort_key, default=None)
 
 
+@dataclass(frozen=True)
+class _Names:
+    names: list[str]
+    version: str
+    latest: bool = False
+    immutable: tuple[str, ...] = ()
+    unique: tuple[str, ...] = ()
+
+
 def compute_tags(
     context: ReleaseContext, policy: Settings, released: Iterable[str] = ()
 ) -> ImageTags:
     """Tags, version and labels for one build; see the table in README.md."""
     rules = policy.tags
-    sha7 = context.sha[: rules.sha_length]
-    default_branch = context.default_branch or rules.default_branch
-    latest = False
-    immutable: tuple[str, ...] = ()
-    unique: tuple[str, ...] = ()
-
     if context.tag is not None:
-        semver = parse_release(context.tag)
-        version = str(semver)
-        names = [f"v{version}"] if rules.prefix_v else []
-        names.append(version)
-        immutable = tuple(names)
-        if semver.stable:
-            if rules.minor:
-                names.append(f"{semver.major}.{semver.minor}")
-            if rules.major and semver.major > 0:
-                names.append(str(semver.major))
-            if rules.latest == "release":
-                best = highest_stable(released)
-                latest = best is None or semver.sort_key() >= best.sort_key()
+        named = _release(context.tag, rules, released)
     elif context.is_pull_request:
         head = (context.pr_head_sha or context.sha)[: rules.sha_length]
-        names = [f"pr-{context.pr_number}"]
-        version = f"pr-{context.pr_number}-{head}"
+        named = _Names([f"pr-{context.pr_number}"], f"pr-{context.pr_number}-{head}")
     elif context.event == "local":
         branch = sanitize_tag(context.branch or "detached")
-        first = f"dev-{branch}-{sha7}" + ("-dirty" if context.dirty else "")
-        names = [first, "dev"]
-        version = sanitize_tag(first)
-        unique = (first,)
+        first = f"dev-{branch}-{context.sha[: rules.sha_length]}"
+        first += "-dirty" if context.dirty else ""
+        named = _Names([first, "dev"], sanitize_tag(first), unique=(first,))
     else:
-        if context.branch is None:
-            raise InvalidRefError(
-                f"ref {context.ref!r} is neither a branch, a tag nor a pull request",
-                hint="pass --ref refs/heads/NAME or refs/tags/vX.Y.Z",
-            )
-        branch = sanitize_tag(context.branch)
-        version = sanitize_tag(f"dev-{branch}-{sha7}")
-        unique = (f"{branch}-{sha7}",)
-        if context.branch == default_branch and rules.latest == "branch":
-            latest = True
-            names = [f"{branch}-{sha7}"]
-        else:
-            names = [branch, f"{branch}-{sha7}"]
-
-    if latest:
-        names.insert(0, "latest")
-    tag_names = tuple(dict.fromkeys(sanitize_tag(n) for n in names))
+        named = _branch(context, rules)
+    names = ["latest", *named.names] if named.latest else named.names
     return ImageTags(
         image=normalize_image(policy.image),
-        version=version,
-        tag_names=tag_names,
-        labels=compute_labels(context, policy, version),
-        latest=latest,
-        immutable=tuple(sanitize_tag(n) for n in immutable),
-        unique=tuple(sanitize_tag(n) for n in unique),
+        version=named.version,
+        tag_names=tuple(dict.fromkeys(sanitize_tag(n) for n in names)),
+        labels=compute_labels(context, policy, named.version),
+        latest=named.latest,
+        immutable=tuple(sanitize_tag(n) for n in named.immutable),
+        unique=tuple(sanitize_tag(n) for n in named.unique),
+    )
+
+
+def _release(tag: str, rules: TagPolicy, released: Iterable[str]) -> _Names:
+    """``v1.2.3``: the version tags (immutable), then ``1.2`` and ``1`` for a stable release;
+    ``latest`` by the policy."""
+    semver = parse_release(tag)
+    version = str(semver)
+    names = [f"v{version}"] if rules.prefix_v else []
+    names.append(version)
+    immutable = tuple(names)
+    latest = False
+    if semver.stable:
+        if rules.minor:
+            names.append(f"{semver.major}.{semver.minor}")
+        if rules.major and semver.major > 0:
+            names.append(str(semver.major))
+        if rules.latest == "release":
+            best = highest_stable(released)
+            latest = best is None or semver.sort_key() >= best.sort_key()
+    return _Names(names, version, latest, immutable)
+
+
+def _branch(context: ReleaseContext, rules: TagPolicy) -> _Names:
+    """A branch push: the branch and ``branch-sha``; the default branch takes ``latest``."""
+    if context.branch is None:
+        raise InvalidRefError(
+            f"ref {context.ref!r} is neither a branch, a tag nor a pull request",
+            hint="pass --ref refs/heads/NAME or refs/tags/vX.Y.Z",
+        )
+    sha = context.sha[: rules.sha_length]
+    branch = sanitize_tag(context.branch)
+    unique = (f"{branch}-{sha}",)
+    default_branch = context.default_branch or rules.default_branch
+    if context.branch == default_branch and rules.latest == "branch":
+        return _Names([f"{branch}-{sha}"], sanitize_tag(f"dev-{branch}-{sha}"), True, (), unique)
+    return _Names(
+        [branch, f"{branch}-{sha}"], sanitize_tag(f"dev-{branch}-{sha}"), False, (), unique
     )
 
 
@@ -193,17 +205,44 @@ def image_tags(
     environ: Mapping[str, str],
     cwd: Path,
     settings: Settings,
-    *,
-    event: str | None = None,
-    ref: str | None = None,
-    sha: str | None = None,
-    pr: int | None = None,
-    default_branch: str | None = None,
+    flags: RefFlags | None = None,
     released: Iterable[str] = (),
 ) -> tuple[ReleaseContext, ImageTags]:
     """The build context, and the tags, version and labels ``docker.tags`` prints for it:
-    ``pipeline.gitref.resolve`` then ``pipeline.release.tags.compute_tags``."""
-    context = resolve(
-        environ, cwd, event=event, ref=ref, sha=sha, pr=pr, default_branch=default_branch
-    )
+    ``pipeline.gitref.resolve`` then ``compute_tags``."""
+    context = resolve(environ, cwd, flags)
     return context, compute_tags(context, settings, released)
+
+
+def tag_lines(result: ImageTags, format: str, environ: Mapping[str, str]) -> list[str]:
+    """What ``docker.tags`` prints: ``json``; ``text``; or ``github``, the text with the step
+    outputs written (``GITHUB_OUTPUT`` must be set)."""
+    import json
+
+    if format not in ("text", "json", "github"):
+        raise UsageError(f"--format {format!r}: expected text, json or github")
+    document = result.as_json()
+    if format == "json":
+        return [json.dumps(document, indent=2)]
+    if format == "github":
+        from pipeline.github import report_to_github
+
+        if not environ.get("GITHUB_OUTPUT"):
+            raise UsageError("--format github: GITHUB_OUTPUT is not set")
+        outputs = {
+            "version": result.version,
+            "tags": "\n".join(result.tags),
+            "tag_names": "\n".join(result.tag_names),
+            "labels": "\n".join(f"{k}={v}" for k, v in result.labels.items()),
+            "latest": "true" if result.latest else "false",
+            "json": json.dumps(document),
+        }
+        report_to_github(environ, outputs=outputs)
+    labels = [f"  {key}={value}" for key, value in result.labels.items()]
+    return [
+        f"version: {result.version}",
+        "tags:",
+        *(f"  {t}" for t in result.tags),
+        "labels:",
+        *labels,
+    ]

@@ -19,7 +19,7 @@ from pipeline.build.record import BuildRecord
 from pipeline.clock import utc_stamp
 from pipeline.config import Settings
 from pipeline.errors import ScannerError, UsageError
-from pipeline.github import append_summary, write_outputs
+from pipeline.github import report_to_github
 from pipeline.oci.platform import pick_platform
 from pipeline.oci.reference import is_loopback, parse_reference
 from pipeline.proc import find_tool
@@ -138,7 +138,7 @@ def _scan_built(
 ) -> ScanResult:
     """The image of the build record, in the local store, with its Dockerfile."""
     record = BuildRecord.read(Path(settings.record))
-    dockerfile = Path(settings.dockerfile)
+    dockerfile = settings.dockerfile_path
     if not dockerfile.is_file():
         raise UsageError(f"no Dockerfile at {dockerfile}", hint="fix [tool.pipeline] dockerfile")
     return scan_image(
@@ -167,10 +167,8 @@ def _report(
     else:
         log(summary)
         log(f"reports: {paths['summary']}, {paths['json']}, {paths['sarif']}")
-    if environ.get("GITHUB_STEP_SUMMARY"):
-        append_summary(Path(environ["GITHUB_STEP_SUMMARY"]), summary)
-    if format == "github":
-        write_outputs(Path(environ["GITHUB_OUTPUT"]), github_outputs(result, paths))
+    outputs = github_outputs(result, paths) if format == "github" else None
+    report_to_github(environ, outputs=outputs, summary=summary)
 
 
 def scan_image(
@@ -218,7 +216,7 @@ def scan_image(
         runs.append(ScannerRun("dockerfile", True, tuple(lint), tool="hadolint"))
     target = Target(
         reference=ref,
-        digest=digest or (ref.split("@", 1)[1] if "@sha256:" in ref else ""),
+        digest=digest or parse_reference(ref).digest,
         platform=scanned or platform,
         image_id=str(metadata.get("ImageID", "")),
         source=source,
