@@ -59,7 +59,7 @@ class RegistryClient:
         self.api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
         self.credentials = credentials
         self.retry = retry or RetryPolicy()
-        self.timeout = timeout
+        self.timeout = min(timeout, self.retry.max_seconds)  # one wait never outlasts the budget
         self.scheme = scheme or ("http" if is_loopback(host) else "https")
         self.on_retry = on_retry
         self._tokens: dict[str, str] = {}

@@ -39,6 +39,7 @@ from pipeline.oci.reference import digest_of, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.retry import retry_command
 from pipeline.registry.transport import NotFoundError
+from pipeline.release.moving import MovingTagsError
 from pipeline.release.push import Log, PushResult, _platforms, same_image, update_record, write_tags
 from pipeline.release.tagplan import plan_tags, refuse_conflicts, staging_tag
 
@@ -278,16 +279,22 @@ def merge_to_record(
     compose: Composer | None = None,
     log: Log = print,
 ) -> BuildRecord:
-    """``merge``, then write the record of the index to ``record_path``."""
-    result = merge(
-        record,
-        sources,
-        client,
-        compose=compose or imagetools_composer(),
-        expected=expected,
-        latest_policy=latest_policy,
-        log=log,
-    )
+    """``merge``, then write the record of the index to ``record_path`` (also when the moving
+    tags were put back: the record then says what was written and restored)."""
+    try:
+        result = merge(
+            record,
+            sources,
+            client,
+            compose=compose or imagetools_composer(),
+            expected=expected,
+            latest_policy=latest_policy,
+            log=log,
+        )
+    except MovingTagsError as exc:
+        record.extra = {**record.extra, "moving": exc.as_record()}
+        record.write(record_path)
+        raise
     repo = parse_reference(record.image).repository
     labels: dict[str, Any] = {}
     try:
