@@ -36,14 +36,6 @@ class Move:
     written: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
 
-    def as_record(self) -> dict[str, object]:
-        return {
-            "result": "moved",
-            "digest": self.digest,
-            "written": list(self.written),
-            "previous": {t: d or "" for t, d in self.previous.items()},
-        }
-
 
 class MovingTagsError(RegistryError):
     """Writing the moving tags failed; the ones written were put back (or are named)."""
@@ -116,6 +108,9 @@ def move(
             client.put_manifest(repository, tag, manifest)
         except RegistryError as exc:
             raise _undo(client, repository, manifest, written, previous, olds, exc, log) from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C half-way: put them back, then stop
+            _undo(client, repository, manifest, written, previous, olds, exc, log)
+            raise
         written.append(tag)
         log(f"tagged {client.host}/{repository}:{tag} -> {manifest.digest}")
     return Move(manifest.digest, previous, tuple(written), unchanged)
@@ -128,7 +123,7 @@ def _undo(
     written: Sequence[str],
     previous: dict[str, str | None],
     olds: dict[str, Manifest],
-    exc: RegistryError,
+    exc: BaseException,
     log: Log,
 ) -> MovingTagsError:
     restored: dict[str, str | None] = {}
@@ -154,5 +149,5 @@ def _undo(
         written=list(written),
         restored=restored,
         unrestored=unrestored,
-        cause=exc.one_line(),
+        cause=exc.one_line() if isinstance(exc, RegistryError) else "interrupted",
     )

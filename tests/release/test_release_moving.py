@@ -15,13 +15,70 @@ from tinyimages import tiny_image
 from pipeline.build.record import BuildRecord
 from pipeline.errors import RegistryError
 from pipeline.oci.manifest import Manifest
+from pipeline.oci.reference import digest_of
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.retry import RetryPolicy
 from pipeline.release.moving import MovingTagsError, move
 from pipeline.release.push import push_record
 
 FAST = RetryPolicy(attempts=3, max_seconds=20, initial=0.01, max_wait=0.05, jitter=0.01)
-pytestmark = pytest.mark.engine
+
+
+class Recorded:
+    """A registry in memory: tag -> manifest, each write logged; ``fail_on`` raises there."""
+
+    host = "memory"
+
+    def __init__(self, tags: dict[str, Manifest], fail_on: str, error: BaseException) -> None:
+        self.tags, self.fail_on, self.error = dict(tags), fail_on, error
+        self.writes: list[str] = []
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        return self.tags[tag].digest if tag in self.tags else None
+
+    def manifest(self, repository: str, ref: str) -> Manifest:
+        return next(m for m in self.tags.values() if m.digest == ref)
+
+    def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
+        if tag == self.fail_on and manifest.digest != self.tags[tag].digest:
+            self.fail_on = ""
+            raise self.error
+        self.writes.append(tag)
+        self.tags[tag] = manifest
+        return manifest.digest
+
+
+def manifest(seed: str) -> Manifest:
+    body = f'{{"schemaVersion":2,"seed":"{seed}"}}'.encode()
+    return Manifest(digest_of(body), "application/vnd.oci.image.manifest.v1+json", body)
+
+
+def test_ctrl_c_half_way_puts_the_written_tags_back_before_stopping() -> None:
+    old, new = manifest("old"), manifest("new")
+    registry = Recorded({"1.2": old, "1": old}, fail_on="1", error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        move(registry, "r", new, ["1.2", "1"], log=lambda _: None)  # type: ignore[arg-type]
+    assert registry.writes == ["1.2", "1.2"]
+    assert {t: m.digest for t, m in registry.tags.items()} == {"1.2": old.digest, "1": old.digest}
+
+
+def test_a_restore_the_registry_refuses_too_is_named_with_its_reason() -> None:
+    old, new = manifest("old"), manifest("new")
+
+    class Broken(Recorded):
+        def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
+            if self.writes:
+                raise RegistryError("write memory/r: the registry answered HTTP 500")
+            return super().put_manifest(repository, tag, manifest)
+
+    registry = Broken({"1.2": old, "1": old}, fail_on="", error=KeyboardInterrupt())
+    with pytest.raises(MovingTagsError) as caught:
+        move(registry, "r", new, ["1.2", "1"], log=lambda _: None)  # type: ignore[arg-type]
+    assert caught.value.one_line() == (
+        f"moving the tags to {new.digest} failed (write memory/r: the registry answered HTTP "
+        f"500); written: 1.2; NOT restored: 1.2 (left at {new.digest}: refused): the moving "
+        "tags are split: run the push again to move them all"
+    )
 
 
 @pytest.fixture
@@ -69,6 +126,7 @@ def push_through(
     )
 
 
+@pytest.mark.engine
 def test_a_503_on_the_write_of_3_after_3_1_puts_3_1_back_and_says_so_in_the_record(
     proxy: FaultProxy, direct: RegistryClient, tmp_path: Path
 ) -> None:
@@ -96,6 +154,7 @@ def test_a_503_on_the_write_of_3_after_3_1_puts_3_1_back_and_says_so_in_the_reco
     }
 
 
+@pytest.mark.engine
 def test_a_new_moving_tag_the_registry_cannot_delete_is_named_as_not_restored(
     proxy: FaultProxy, direct: RegistryClient
 ) -> None:
@@ -118,6 +177,7 @@ def test_a_new_moving_tag_the_registry_cannot_delete_is_named_as_not_restored(
     assert direct.digest(repo, "3") == old.digest
 
 
+@pytest.mark.engine
 def test_moving_tags_already_at_the_digest_are_left_alone(
     proxy: FaultProxy, direct: RegistryClient
 ) -> None:
@@ -130,6 +190,7 @@ def test_moving_tags_already_at_the_digest_are_left_alone(
     assert done.previous == {"3.1": old.digest, "3": new.digest}
 
 
+@pytest.mark.engine
 def test_a_push_with_a_fault_burst_at_a_random_request_moves_all_moving_tags_or_none(
     proxy: FaultProxy, direct: RegistryClient, tmp_path: Path
 ) -> None:
