@@ -199,7 +199,7 @@ def docker_tag_moving(
     image: str | None = None,
 ) -> None:
     """Write this ref's moving tags onto a digest, only once its cosign signature verifies."""
-    from pipeline.release.moving import MovingRequest, tag_moving_request
+    from pipeline.release.tagmoving import MovingRequest, tag_moving_request
 
     request = MovingRequest(**flags(locals(), "image"))
     say(tag_moving_request(request, settings=settings(c, image=image), environ=os.environ))
@@ -268,17 +268,10 @@ def registry_push(
     """Push every tag of the last build as one multi-arch index; moving tags last.
 
     --by-digest: the tested one-platform image, by digest only, for docker.merge."""
-    from pipeline.build.plan import DIGESTS_DIR
-    from pipeline.release.bydigest import push_by_digest
-    from pipeline.release.push import push_lines
+    from pipeline.release.bydigest import PushRequest, push_task
 
-    s = settings(c)
-    path = ROOT / (record or s.record)
-    if by_digest:
-        out = ROOT / (digests_dir or DIGESTS_DIR)
-        say(push_by_digest(path, out, settings=s, environ=os.environ))
-    else:
-        say(push_lines(path, settings=s, environ=os.environ))
+    request = PushRequest(record, by_digest, digests_dir)
+    say(push_task(request, root=ROOT, settings=settings(c), environ=os.environ))
 
 
 @task(name="sign", help=flags_help.SIGN)

@@ -105,6 +105,12 @@ class Settings:
         for key in ("image", "dockerfile", "context", "record", "cache_dir"):
             if key in values and (not isinstance(values[key], str) or not values[key].strip()):
                 raise ConfigError(f"[tool.pipeline] {key}: must be a non-empty string")
+        if "image" in values:
+            from pipeline.oci.name import parse_image_name
+
+            values["image"] = parse_image_name(
+                values["image"], what="[tool.pipeline] image", error=ConfigError
+            )
         if "platforms" in values:
             values["platforms"] = _platforms(values["platforms"])
         if root is not None:
@@ -146,6 +152,11 @@ def load_settings(
     data["tags"] = dict(data.get("tags", {}) or {})
     data["scan"] = dict(data.get("scan", {}) or {})
     data.update({k: v for k, v in (overrides or {}).items() if v not in (None, "", [], ())})
+    flag = (overrides or {}).get("image")
+    if flag is not None:  # checked as the flag it is, before anything runs
+        from pipeline.oci.name import parse_image_name
+
+        data["image"] = parse_image_name(str(flag), what="--image")
     return Settings.from_mapping(data, root=root)
 
 

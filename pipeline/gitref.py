@@ -18,6 +18,7 @@ EVENTS = ("push", "pull_request", "pull_request_target", "workflow_dispatch", "s
 # Pattern strings: ``re`` compiles them on first use, so a run that never checks one never pays.
 _SHA = r"^[0-9a-fA-F]{7,64}$"
 _PR_REF = r"^refs/pull/(\d+)/(?:merge|head)$"
+_BAD_REF = r"[\s~^:?*\[\\\x00-\x1f\x7f]|\.\.|@\{|//|^/|/\.|^\."
 
 
 @dataclass(frozen=True)
@@ -168,11 +169,21 @@ def from_flags(
 
 
 def normalize_ref(ref: str) -> str:
-    """``refs/...`` stays as is; a short name is a branch."""
+    """``refs/...`` stays as is; a short name is a branch. A name git would refuse
+    (``git check-ref-format``: spaces, ``..``, ``~^:?*[``, an empty name) is a usage error."""
     ref = ref.strip()
     if not ref:
         raise UsageError("--ref is empty: pass refs/heads/NAME, refs/tags/vX.Y.Z or a branch name")
-    return ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+    full = ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+    kind, _, name = full.removeprefix("refs/").partition("/")
+    if not name or re.search(_BAD_REF, name) or name.endswith((".lock", "/", ".")):
+        word = {"heads": "branch", "tags": "tag", "pull": "pull request"}.get(kind, kind)
+        raise UsageError(
+            f"--ref {ref!r}: not a valid git ref ({'a malformed' if name else 'an empty'} "
+            f"{word} name)",
+            hint="pass refs/heads/NAME, refs/tags/vX.Y.Z or a branch name",
+        )
+    return full
 
 
 def check_sha(sha: str) -> str:
@@ -264,10 +275,10 @@ def _branch(path: Path) -> str | None:
 
 
 def _https_url(url: str) -> str:
-    if url.startswith("git@") and ":" in url:
-        host, _, repo = url[4:].partition(":")
-        url = f"https://{host}/{repo}"
-    return url.removesuffix(".git")
+    """The remote as an https URL without credentials (it becomes a label)."""
+    from pipeline.redact import public_url
+
+    return public_url(url)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
+from pipeline.children import StalledError, run_child
 from pipeline.errors import CommandError
 
 
@@ -18,6 +19,7 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
+    idle: float | None = None,
     error: type[CommandError] = CommandError,
     what: str = "",
     hint: str = "",
@@ -25,22 +27,20 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv``, capture its output, and raise ``error`` if it fails (an exit code not in
     ``ok``: ``kubectl diff`` says "differences" with 1). ``input`` goes to stdin: the way
-    secrets reach a command (never argv)."""
+    secrets reach a command (never argv). The command dies with the task
+    (``pipeline.children``); ``idle``: no output for that long is a stall, stopped and said."""
     try:
-        done = subprocess.run(
-            list(argv),
-            input=input,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        done = run_child(argv, input=input, env=env, cwd=cwd, timeout=timeout, idle=idle)
     except FileNotFoundError:
         raise error(
             f"{argv[0]} is not installed", argv=argv, hint=hint or f"install {argv[0]}"
         ) from None
+    except StalledError as exc:
+        raise error(
+            f"{what or ' '.join(argv[:2])} stalled: no progress for {exc.idle:g}s (timed out)",
+            argv=argv,
+            hint=hint,
+        ) from exc
     except subprocess.TimeoutExpired as exc:
         raise error(
             f"{what or argv[0]} timed out after {timeout:g}s", argv=argv, hint=hint

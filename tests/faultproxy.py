@@ -8,9 +8,16 @@ Modes (switchable at run time with ``configure``):
   (503, 429...) and close, then forward;
 - ``stall``: accept the first ``count`` connections and never answer, then forward;
 - ``stall_after_bytes``: forward until ``count`` bytes went client -> registry, then every
-  connection hangs (a push "killed half-way" is then one kill away);
+  connection hangs (a push "killed half-way" is then one kill away); switching to ``pass``
+  resumes the held connections where they stopped;
 - ``flaky``: reset every ``count``-th connection, ``limit`` times (-1: forever), so faults
   spread over every client however many connections each opens.
+
+``skip`` lets that many connections pass before the faults start (``status`` and ``reset``:
+a fault at the n-th request, since urllib opens one connection per request); ``match`` (a
+regular expression) limits the faults to requests whose first line matches it, e.g.
+``r"^PUT /v2/.*/manifests/3 "``. ``retry_after`` is the ``Retry-After`` header a ``status``
+answer carries. ``requests`` lists the first line of every request that was inspected.
 
 ``count=-1`` means forever. The proxy listens on 127.0.0.1 (a free port), so Docker treats
 ``127.0.0.1:<port>`` as an insecure registry and pushes through it.
@@ -19,6 +26,7 @@ Modes (switchable at run time with ``configure``):
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
 import subprocess
@@ -61,6 +69,10 @@ class FaultProxy:
         self._release = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
+        self.skip = 0
+        self.match: re.Pattern[bytes] | None = None
+        self.retry_after = "0"
+        self.requests: list[str] = []
         self.configure(mode, count, status)
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -73,12 +85,23 @@ class FaultProxy:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def configure(self, mode: str, count: int = 0, status: int | None = None) -> None:
+    def configure(
+        self,
+        mode: str,
+        count: int = 0,
+        status: int | None = None,
+        *,
+        skip: int = 0,
+        match: str | None = None,
+        retry_after: str = "0",
+    ) -> None:
         """Switch mode; stalled connections are dropped so clients see the change."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         with self._lock:
             self.mode, self.count, self.faults, self.bytes_up = mode, count, 0, 0
+            self.skip, self.retry_after, self.seen = skip, retry_after, 0
+            self.match = re.compile(match.encode()) if match else None
             if status is not None:
                 self.status = status
         self._release.set()
@@ -123,6 +146,9 @@ class FaultProxy:
                     self.faults += 1
                     return "reset"
                 return "pass"
+            self.seen += 1
+            if self.seen <= self.skip:
+                return "pass"
             if self.count < 0 or self.faults < self.count:
                 self.faults += 1
                 return self.mode
@@ -148,6 +174,11 @@ class FaultProxy:
             with self._lock:
                 self.connections += 1
             fault = "pass"
+        elif self.match is not None and self.mode in ("status", "reset"):
+            line = self._first_line(client)
+            with self._lock:
+                self.requests.append(line.decode(errors="replace"))
+            fault = self._fault_now() if self.match.search(line) else "pass"
         else:
             fault = self._fault_now()
         try:
@@ -167,6 +198,24 @@ class FaultProxy:
             self._sockets.discard(client)
             with contextlib.suppress(OSError):
                 client.close()
+
+    @staticmethod
+    def _first_line(client: socket.socket) -> bytes:
+        """The request line, peeked (the request is still forwarded whole)."""
+        client.settimeout(5)
+        data = b""
+        try:
+            for _ in range(50):
+                data = client.recv(4096, socket.MSG_PEEK)
+                if b"\r\n" in data or not data:
+                    break
+                time.sleep(0.01)
+        except OSError:
+            return b""
+        finally:
+            with contextlib.suppress(OSError):
+                client.settimeout(None)
+        return data.split(b"\r\n", 1)[0]
 
     @staticmethod
     def _is_tls(client: socket.socket) -> bool:
@@ -197,7 +246,8 @@ class FaultProxy:
         body = b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}'
         head = (
             f"HTTP/1.1 {self.status} {reason}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nRetry-After: 0\r\nConnection: close\r\n\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: {self.retry_after}\r\n"
+            "Connection: close\r\n\r\n"
         )
         client.sendall(head.encode() + body)
 
@@ -215,7 +265,8 @@ class FaultProxy:
                         break
                     if up and self._over_budget(len(data)):
                         self._wait_released()
-                        break
+                        if self.mode != "pass" or self._stop.is_set():
+                            break  # switched to pass: the held connection resumes
                     dst.sendall(data)
             except OSError:
                 pass

@@ -216,7 +216,9 @@ def test_the_pipeline_library_gets_bytecode_but_tasks_py_does_not(
             "gitref",
             "oci/__init__",
             "oci/labels",
+            "oci/name",
             "oci/platform",
+            "redact",
             "release/__init__",
             "release/tags",
         ]

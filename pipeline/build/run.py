@@ -34,6 +34,7 @@ from pipeline.gitref import ReleaseContext
 from pipeline.history.report import append_history, entry_from_record
 from pipeline.history.store import planned_entry
 from pipeline.oci.labels import ImageTags
+from pipeline.registry.retry import RetryPolicy, retry_command, retry_policy
 
 
 def build_with_history(
@@ -197,7 +198,7 @@ def run_build(
         duration_s=round(duration, 2),
         cached_steps=progress.cached_steps,
         total_steps=progress.total_steps,
-        sizes=_sizes(plan, reference),
+        sizes=_sizes(plan, reference, retry_policy(settings.extra, environ)),
         base_name=base.name,
         base_digest=base.digest,
         built_at=utc_stamp(),
@@ -283,11 +284,11 @@ def _result_digest(
     return digest, f"{plan.image}@{digest}", {"push_by_digest": True, "digest_file": str(written)}
 
 
-def _sizes(plan: BuildPlan, reference: str) -> dict[str, int]:
+def _sizes(plan: BuildPlan, reference: str, retry: RetryPolicy) -> dict[str, int]:
     from pipeline import engine
 
-    if plan.push:
-        return engine.registry_sizes(reference)
+    if plan.push:  # the inspect after the push: a reset here must not fail a pushed build
+        return retry_command(lambda: engine.registry_sizes(reference), retry)
     return engine.local_sizes(reference, plan.platforms)
 
 

@@ -34,15 +34,10 @@ from pipeline.registry.transport import (
     NotFoundError,
     Response,
     error_detail,
+    json_object,
     next_link,
     status_error,
 )
-
-# --- references ---
-
-
-# --- credentials and retry policy ---
-
 
 # --- the client ---
 
@@ -64,7 +59,7 @@ class RegistryClient:
         self.api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
         self.credentials = credentials
         self.retry = retry or RetryPolicy()
-        self.timeout = timeout
+        self.timeout = min(timeout, self.retry.max_seconds)  # one wait never outlasts the budget
         self.scheme = scheme or ("http" if is_loopback(host) else "https")
         self.on_retry = on_retry
         self._tokens: dict[str, str] = {}
@@ -90,8 +85,8 @@ class RegistryClient:
             raise RegistryError(f"{self.host}/{repository}@{ref}: content has digest {digest}")
         if claimed and claimed != digest and not is_digest(ref):
             raise RegistryError(f"{self.host}/{repository}:{ref}: digest mismatch")
-        media_type = resp.header("Content-Type").split(";")[0].strip()
-        media_type = media_type or str(json.loads(resp.body).get("mediaType", ""))
+        data = resp.json(f"read {self.host}/{repository}:{ref}")
+        media_type = resp.header("Content-Type").split(";")[0].strip() or data.get("mediaType", "")
         return Manifest(digest, media_type, resp.body)
 
     def digest(self, repository: str, ref: str) -> str | None:
@@ -140,6 +135,11 @@ class RegistryClient:
             what=f"delete {self.host}/{repository}@{digest}",
         )
 
+    def delete_tag(self, repository: str, tag: str) -> None:
+        """DELETE a tag (OCI distribution 1.1); ``registry:2`` refuses: a ``RegistryError``."""
+        path, what = f"/v2/{repository}/manifests/{tag}", f"delete {self.host}/{repository}:{tag}"
+        self._call("DELETE", path, scope=f"repository:{repository}:delete", what=what)
+
     def tags(self, repository: str) -> list[str]:
         """Every tag of the repository (pages followed); [] if the repository does not exist."""
         result: list[str] = []
@@ -154,7 +154,7 @@ class RegistryClient:
                 )
             except NotFoundError:
                 return result
-            data = json.loads(resp.body or b"{}")
+            data = resp.json(f"list the tags of {self.host}/{repository}")
             result.extend(data.get("tags") or [])
             path = next_link(resp.header("Link"))
         return result
@@ -226,8 +226,7 @@ class RegistryClient:
         config = manifest.json().get("config") or {}
         if not config.get("digest"):
             raise RegistryError(f"{self.host}/{repository}:{ref}: manifest has no config")
-        data = json.loads(self.blob(repository, str(config["digest"])))
-        return data if isinstance(data, dict) else {}
+        return json_object(self.blob(repository, str(config["digest"])), f"config of {ref}")
 
     # -- plumbing --
 
@@ -374,7 +373,7 @@ class RegistryClient:
             )
         if resp.status == 404:
             return NotFoundError(f"{where}: not found (HTTP 404{': ' + detail if detail else ''})")
-        return status_error(resp.status, where, detail)
+        return status_error(resp.status, where, detail, resp.header("Retry-After"))
 
 
 # --- constructors for the edge (values from settings and the environment, passed in) ---

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import RegistryError
-from pipeline.registry.retry import TRANSIENT_STATUS, TransientRegistryError
+from pipeline.registry.retry import TRANSIENT_STATUS, TransientRegistryError, parse_retry_after
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
@@ -53,8 +53,12 @@ class Response:
                 return value
         return ""
 
+    def json(self, what: str) -> dict[str, Any]:
+        """The body as a JSON object (see ``json_object``)."""
+        return json_object(self.body, what, self.header("Content-Type"))
 
-def status_error(status: int, what: str, detail: str = "") -> RegistryError:
+
+def status_error(status: int, what: str, detail: str = "", retry_after: str = "") -> RegistryError:
     try:
         phrase = http.HTTPStatus(status).phrase
     except ValueError:
@@ -62,7 +66,11 @@ def status_error(status: int, what: str, detail: str = "") -> RegistryError:
     text = f"{what}: the registry answered HTTP {status} {phrase}" + (
         f" ({detail})" if detail else ""
     )
-    return (TransientRegistryError if status in TRANSIENT_STATUS else RegistryError)(text)
+    if status not in TRANSIENT_STATUS:
+        return RegistryError(text)
+    error = TransientRegistryError(text)
+    error.retry_after = parse_retry_after(retry_after)
+    return error
 
 
 def error_detail(body: bytes) -> str:
@@ -91,3 +99,19 @@ class NotFoundError(RegistryError):
 
 class AuthError(RegistryError):
     """401 or 403: wrong or missing credentials, or no permission."""
+
+
+def json_object(body: bytes, what: str, content_type: str = "") -> dict[str, Any]:
+    """A registry answer that must be a JSON object; anything else (an HTML page from a proxy,
+    a login wall or a captive portal) is one ``RegistryError``, never a ``JSONDecodeError``."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        kind = content_type.split(";")[0].strip() or "something"
+        raise RegistryError(
+            f"{what}: the registry answered {kind} ({len(body)} bytes), not JSON",
+            hint="check the registry host: a proxy or a login page may be answering",
+        )
+    return data

@@ -8,9 +8,10 @@ image: no rebuild, so what reaches the registry is byte for byte what was checke
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.build.plan import write_digest_file
+from pipeline.build.plan import DIGESTS_DIR, write_digest_file
 from pipeline.build.record import BuildRecord
 from pipeline.build.run import upload_from_store
 from pipeline.config import Settings
@@ -44,3 +45,26 @@ def push_by_digest(
     digest = upload_from_store(record.reference, record.image, settings, environ)
     written = write_digest_file(digests_dir, platform, digest)
     return [f"digest={digest}", f"platforms={platform}", f"digest_file={written}"]
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """The flags of ``docker.push``."""
+
+    record: str | None = None
+    by_digest: bool = False
+    digests_dir: str = ""
+
+
+def push_task(
+    request: PushRequest, *, root: Path, settings: Settings, environ: Mapping[str, str]
+) -> list[str]:
+    """``docker.push``: every tag as one index (``pipeline.release.push``), or with
+    ``by_digest`` the tested one-platform image by digest; the lines to print."""
+    from pipeline.release.push import push_lines
+
+    path = root / (request.record or settings.record)
+    if request.by_digest:
+        out = root / (request.digests_dir or DIGESTS_DIR)
+        return push_by_digest(path, out, settings=settings, environ=environ)
+    return push_lines(path, settings=settings, environ=environ)

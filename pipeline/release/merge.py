@@ -37,7 +37,9 @@ from pipeline.oci.manifest import INDEX_TYPES, OCI_INDEX, Manifest
 from pipeline.oci.platform import parse_platforms, platform_key
 from pipeline.oci.reference import digest_of, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
+from pipeline.registry.retry import retry_command
 from pipeline.registry.transport import NotFoundError
+from pipeline.release.moving import MovingTagsError
 from pipeline.release.push import Log, PushResult, _platforms, same_image, update_record, write_tags
 from pipeline.release.tagplan import plan_tags, refuse_conflicts, staging_tag
 
@@ -168,7 +170,13 @@ def merge(
     if not record.tags:
         raise RegistryError(f"no tags to write for {record.image}", hint="check --ref/--event")
     _check_sources(record, sources, client, expected)
-    index = index_manifest(compose([f"{ref.name}@{d}" for d in sources]))
+    index = index_manifest(
+        retry_command(
+            lambda: compose([f"{ref.name}@{d}" for d in sources]),
+            client.retry,
+            on_retry=lambda n, exc: log(f"retrying imagetools create (attempt {n + 1}): {exc}"),
+        )
+    )
     stored = _stage(record, client, index, len(sources), log)
     platforms = stored.platforms()
     missing = missing_platforms(expected, platforms)
@@ -279,19 +287,25 @@ def merge_to_record(
     log: Log = print,
     moving: bool = True,
 ) -> BuildRecord:
-    """``merge``, then write the record of the index to ``record_path``; ``moving=False``
+    """``merge``, then write the record of the index to ``record_path`` (also when the moving
+    tags were put back: the record then says what was written and restored); ``moving=False``
     (``--no-moving-tags``) writes the immutable and unique tags only: ``docker.tag-moving``
     writes the rest once the index is signed."""
     tagged, later = (record, []) if moving else fixed_only(record)
-    result = merge(
-        tagged,
-        sources,
-        client,
-        compose=compose or imagetools_composer(),
-        expected=expected,
-        latest_policy=latest_policy if moving else "branch",
-        log=log,
-    )
+    try:
+        result = merge(
+            tagged,
+            sources,
+            client,
+            compose=compose or imagetools_composer(),
+            expected=expected,
+            latest_policy=latest_policy if moving else "branch",
+            log=log,
+        )
+    except MovingTagsError as exc:
+        record.extra = {**record.extra, "moving": exc.as_record()}
+        record.write(record_path)
+        raise
     if later:
         log(f"not moving {', '.join(later)} yet: `docker.tag-moving` writes them once signed")
     repo = parse_reference(record.image).repository

@@ -1,112 +1,153 @@
-"""``docker.tag-moving``: the moving tags (``latest``, ``1.2``, ``1``, ``develop``...) of a ref,
-written onto ONE digest only once its cosign signature verifies.
+"""Moving tags (``latest``, ``1.2``, ``1``, ``develop``...) as ONE step that completes or is
+undone.
 
-The per-platform path is ``docker.merge --no-moving-tags`` (immutable and unique tags only,
-``digest=...``), ``docker.sign --ref IMAGE@DIGEST``, then ``docker.tag-moving --digest DIGEST``:
-if signing fails, no moving tag ever points at the unsigned index. The checks, in order, before
-anything is written: a digest (else exit 2), in the repository, signed, and not another image
-than the one the ref's immutable release tags already hold.
+1. read every moving tag's current digest and manifest first (a failed read writes nothing);
+2. write the tags that already existed, then the new ones (an existing tag can always be put
+   back; a new one can only be removed where the registry deletes tags);
+3. on a failure, put every written tag back at its previous digest (a tag that did not exist
+   is deleted, where the registry allows it) and raise ``MovingTagsError``, whose one line says
+   exactly what was written, what was restored and what could not be.
+
+A registry has no multi-tag transaction: between steps 2 and 3 a reader may see the tags
+split, never after ``move`` returns or raises (unless the registry also refuses the restore,
+which the error then names).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from pipeline.build.record import BuildRecord
-from pipeline.config import Settings
-from pipeline.errors import RegistryError, UsageError
-from pipeline.gitref import RefFlags
-from pipeline.oci.reference import Reference, is_digest, parse_reference
+from pipeline.errors import RegistryError
+from pipeline.oci.manifest import Manifest
 from pipeline.registry.client import RegistryClient
-from pipeline.registry.transport import NotFoundError
-from pipeline.release.sign import UnsignedError
-from pipeline.release.tagplan import plan_tags, refuse_conflicts
+from pipeline.registry.retry import TransientRegistryError
+from pipeline.registry.transport import AuthError
 
-Verified = Callable[[Reference], bool]
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class MovingResult:
+class Move:
+    """What one ``move`` did. ``previous``: tag -> digest before (None: the tag was new)."""
+
     digest: str
-    tags: tuple[str, ...]
-    written: tuple[str, ...]
-    held: tuple[tuple[str, str], ...] = ()
+    previous: dict[str, str | None]
+    written: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
 
 
-def tag_moving(
-    record: BuildRecord,
-    digest: str,
+class MovingTagsError(RegistryError):
+    """Writing the moving tags failed; the ones written were put back (or are named)."""
+
+    def __init__(
+        self,
+        *,
+        digest: str,
+        written: Sequence[str],
+        restored: Mapping[str, str | None],
+        unrestored: Mapping[str, str],
+        cause: str,
+    ) -> None:
+        self.digest = digest
+        self.written = list(written)
+        self.restored = dict(restored)
+        self.unrestored = dict(unrestored)
+        self.cause = cause
+        super().__init__(self._text(), hint=self._hint())
+
+    def _text(self) -> str:
+        failed = f"moving the tags to {self.digest} failed ({self.cause})"
+        if not self.written:
+            return f"{failed}; no moving tag was written"
+        back = ", ".join(f"{t} -> {d}" if d else f"{t} deleted" for t, d in self.restored.items())
+        parts = [f"{failed}; written: {', '.join(self.written)}"]
+        if self.restored:
+            parts.append(f"restored: {back}")
+        if self.unrestored:
+            parts.append(
+                "NOT restored: " + ", ".join(f"{t} ({why})" for t, why in self.unrestored.items())
+            )
+        return "; ".join(parts)
+
+    def _hint(self) -> str:
+        if self.unrestored:
+            return "the moving tags are split: run the push again to move them all"
+        return "the moving tags are as before: run the push again"
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "result": "restored" if not self.unrestored else "split",
+            "digest": self.digest,
+            "written": list(self.written),
+            "restored": {t: d or "" for t, d in self.restored.items()},
+            "unrestored": dict(self.unrestored),
+            "error": self.cause,
+        }
+
+
+def move(
     client: RegistryClient,
+    repository: str,
+    manifest: Manifest,
+    tags: Sequence[str],
     *,
-    verified: Verified,
-    latest_policy: str = "branch",
     log: Log = print,
-) -> MovingResult:
-    """Write ``record``'s moving tags onto ``digest``; see the module docstring."""
-    if not is_digest(digest):
-        raise UsageError(f"--digest {digest!r}: expected sha256: and 64 hex digits")
-    ref = parse_reference(record.image)
-    repo = ref.repository
-    try:
-        manifest = client.manifest(repo, digest)
-    except NotFoundError:
-        raise RegistryError(
-            f"{record.image}@{digest} is not in {ref.name}: no moving tag written",
-            hint="merge it first: `invoke docker.merge --no-moving-tags`",
-        ) from None
-    pinned = ref.with_digest(digest)
-    if not verified(pinned):
-        raise UnsignedError(
-            f"{pinned} is not signed: no moving tag written",
-            hint=f"sign it first: `invoke docker.sign --ref {pinned}`",
-        )
-    existing = {tag: client.digest(repo, tag) for tag in record.immutable}
-    released = client.tags(repo) if record.immutable else []
-    plan = plan_tags(record, digest, existing, latest_policy=latest_policy, released=released)
-    refuse_conflicts(record, plan.conflicts)
-    for tag, reason in plan.held:
-        log(f"not moving {tag}: {reason}")
-    current = {tag: client.digest(repo, tag) for tag in plan.moving}
-    todo = tuple(tag for tag in plan.moving if current[tag] != digest)
-    for tag in todo:
-        client.put_manifest(repo, tag, manifest)
-        log(f"tagged {client.host}/{repo}:{tag} -> {digest}")
-    return MovingResult(digest, plan.moving, todo, plan.held)
+) -> Move:
+    """Point every tag of ``tags`` at ``manifest``, all or none (see the module docstring)."""
+    previous = {tag: client.digest(repository, tag) for tag in tags}
+    olds: dict[str, Manifest] = {}
+    for digest in dict.fromkeys(d for d in previous.values() if d and d != manifest.digest):
+        olds[digest] = client.manifest(repository, digest)
+    todo = [t for t in tags if previous[t] != manifest.digest]
+    unchanged = tuple(t for t in tags if previous[t] == manifest.digest)
+    order = [t for t in todo if previous[t]] + [t for t in todo if not previous[t]]
+    written: list[str] = []
+    for tag in order:
+        try:
+            client.put_manifest(repository, tag, manifest)
+        except RegistryError as exc:
+            raise _undo(client, repository, manifest, written, previous, olds, exc, log) from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C half-way: put them back, then stop
+            _undo(client, repository, manifest, written, previous, olds, exc, log)
+            raise
+        written.append(tag)
+        log(f"tagged {client.host}/{repository}:{tag} -> {manifest.digest}")
+    return Move(manifest.digest, previous, tuple(written), unchanged)
 
 
-@dataclass(frozen=True)
-class MovingRequest:
-    """The flags of ``docker.tag-moving``."""
-
-    digest: str = ""
-    git: RefFlags = field(default_factory=RefFlags)
-
-
-def tag_moving_request(
-    request: MovingRequest, *, settings: Settings, environ: Mapping[str, str]
-) -> list[str]:
-    """``docker.tag-moving`` end to end: this commit's tags (as ``docker.merge`` computes them),
-    the signature check from ``COSIGN_*`` (or keyless in Actions), the moving tags written;
-    what it prints."""
-    from pathlib import Path
-
-    from pipeline.registry.client import client_for
-    from pipeline.release.merge import record_for
-    from pipeline.release.sign import verifier_from_env
-    from pipeline.release.tags import image_tags
-
-    if not is_digest(request.digest):
-        raise UsageError(f"--digest {request.digest!r}: expected sha256: and 64 hex digits")
-    context, tags = image_tags(environ, Path.cwd(), settings, request.git)
-    planned = record_for(tags, context, list(settings.platforms))
-    client = client_for(parse_reference(planned.image).host, extra=settings.extra, environ=environ)
-    result = tag_moving(
-        planned,
-        request.digest,
-        client,
-        verified=verifier_from_env(environ),
-        latest_policy=settings.tags.latest,
+def _undo(
+    client: RegistryClient,
+    repository: str,
+    manifest: Manifest,
+    written: Sequence[str],
+    previous: dict[str, str | None],
+    olds: dict[str, Manifest],
+    exc: BaseException,
+    log: Log,
+) -> MovingTagsError:
+    restored: dict[str, str | None] = {}
+    unrestored: dict[str, str] = {}
+    for tag in reversed(written):
+        before = previous[tag]
+        try:
+            if before:
+                client.put_manifest(repository, tag, olds[before])
+            else:
+                client.delete_tag(repository, tag)
+        except (TransientRegistryError, AuthError) as failure:
+            unrestored[tag] = f"left at {manifest.digest}: {failure.one_line()}"
+            continue
+        except RegistryError:
+            why = "the registry cannot delete a tag" if not before else "refused"
+            unrestored[tag] = f"left at {manifest.digest}: {why}"
+            continue
+        restored[tag] = before
+        log(f"restored {client.host}/{repository}:{tag} -> {before or '(deleted)'}")
+    return MovingTagsError(
+        digest=manifest.digest,
+        written=list(written),
+        restored=restored,
+        unrestored=unrestored,
+        cause=exc.one_line() if isinstance(exc, RegistryError) else "interrupted",
     )
-    return [f"digest={result.digest}", f"tags={','.join(result.tags)}"]

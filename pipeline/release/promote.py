@@ -1,11 +1,11 @@
 """``docker.promote`` and ``docker.rollback``: environment tags that point at signed digests,
 with their history kept IN the registry so any machine can roll back.
 
-Every promotion moves the ``<env>`` tag, then writes a history tag
-``<env>-<UTC yyyymmddHHMMSSffffff>`` at the same digest. The history is the list of those tags
-in time order; a rollback without ``--to`` points the environment at the most recent history
-entry whose digest differs from the current one (so two rollbacks in a row toggle, like
-``helm rollback``). A rollback is itself a promotion: it is recorded too.
+Every promotion first appends a history entry ``<env>-<N>`` at the digest (``N`` the registry's
+own sequence: see ``pipeline.release.envhistory``), then moves the ``<env>`` tag. A rollback
+without ``--to`` points the environment at the newest entry before the current digest's with
+another digest (so two rollbacks in a row toggle, like ``helm rollback``), skipping entries that
+fail signature verification, one line each. A rollback is itself a promotion: it is recorded too.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pipeline.oci.manifest import Manifest
 from pipeline.oci.reference import Reference, is_digest, parse_reference
 from pipeline.registry.client import RegistryClient
 from pipeline.registry.transport import NotFoundError
+from pipeline.release import envhistory
 from pipeline.release.sign import UnsignedError
 
 DEFAULT_ENVIRONMENTS = ("staging", "production")
@@ -104,6 +105,10 @@ def resolve(client: RegistryClient, image: Reference, ref: str) -> Manifest:
         ref = tag if name else ref
     if not ref:
         raise UsageError("an empty reference: pass a TAG or a sha256:DIGEST")
+    if not (is_digest(ref) or re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", ref)):
+        raise UsageError(
+            f"--ref {ref!r}: not a tag or a sha256 digest", hint="pass a TAG or a sha256:DIGEST"
+        )
     try:
         return client.manifest(image.repository, ref)
     except NotFoundError:
@@ -124,10 +129,11 @@ def promote(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     log: Log = print,
 ) -> Promotion:
-    """Point ``<image>:<environment>`` at ``ref`` once it is known to exist and be signed."""
+    """Point ``<image>:<environment>`` at ``ref`` once it is known to exist and be signed.
+    ``now`` is accepted for older callers and unused: the history's order is the registry's."""
     check_environment(environment, allowed)
     manifest = resolve(client, image, ref)
-    return _point(client, image, environment, manifest, verified=verified, now=now, log=log)
+    return _point(client, image, environment, manifest, verified=verified, log=log)
 
 
 def rollback(
@@ -146,21 +152,24 @@ def rollback(
     repo = image.repository
     if to is not None:
         manifest = resolve(client, image, to)
-    else:
-        current = client.digest(repo, environment)
-        history = [
-            (tag, digest)
-            for tag in history_tags(environment, client.tags(repo))
-            if (digest := client.digest(repo, tag)) is not None
-        ]
-        target = previous_digest(history, current)
-        if target is None:
-            raise NoHistoryError(
-                f"{image.name}: no earlier digest in the history of {environment!r}",
-                hint="pass --to TAG|DIGEST, or promote first",
+        return _point(client, image, environment, manifest, verified=verified, log=log)
+    current = client.digest(repo, environment)
+    skipped = 0
+    for entry in envhistory.previous(envhistory.read(client, repo, environment), current):
+        if not verified(image.with_digest(entry.digest)):
+            skipped += 1
+            log(
+                f"skipping history entry {entry.tag} ({entry.digest}): "
+                "no valid signature for the configured key"
             )
-        manifest = resolve(client, image, target)
-    return _point(client, image, environment, manifest, verified=verified, now=now, log=log)
+            continue
+        manifest = resolve(client, image, entry.digest)
+        return _point(client, image, environment, manifest, verified=None, log=log)
+    unsigned = f" ({skipped} skipped: not signed)" if skipped else ""
+    raise NoHistoryError(
+        f"{image.name}: no earlier digest in the history of {environment!r}{unsigned}",
+        hint="pass --to TAG|DIGEST, or promote first",
+    )
 
 
 def _point(
@@ -169,32 +178,42 @@ def _point(
     environment: str,
     manifest: Manifest,
     *,
-    verified: Verifier,
-    now: Callable[[], datetime],
+    verified: Verifier | None,
     log: Log,
 ) -> Promotion:
+    """History first, then the environment tag (see the module docstring). ``verified`` None:
+    the caller has verified the signature already."""
     repo = image.repository
     target = image.with_digest(manifest.digest)
-    if not verified(target):
+    if verified is not None and not verified(target):
         raise UnsignedError(
             f"{target} is not signed (no valid signature for the configured key): "
             f"{environment} was not changed",
             hint="sign it first: `invoke docker.sign`",
         )
     previous = client.digest(repo, environment)
-    if previous == manifest.digest:
+    entries = envhistory.read(client, repo, environment)
+    newest = entries[-1].digest if entries else None
+    if previous == manifest.digest and newest == manifest.digest:
         log(f"{image.name}:{environment} is already at {manifest.digest}")
         return Promotion(environment, manifest.digest, previous, None, False)
-    stamp = history_tag(environment, now())
-    # The environment first: if the history write then fails, the newest history entry is
-    # still the previous digest, which is exactly what a rollback needs.
-    client.put_manifest(repo, environment, manifest)
-    client.put_manifest(repo, stamp, manifest)
+    if previous is not None and previous != manifest.digest and newest != previous:
+        kept = envhistory.append(client, repo, environment, client.manifest(repo, previous))
+        log(
+            f"{image.name}:{environment} was at {previous} without a history entry "
+            f"(written outside the pipeline): recorded it as {kept.tag}"
+        )
+        newest = previous
+    stamp = None
+    if newest != manifest.digest:
+        stamp = envhistory.append(client, repo, environment, manifest, log=log).tag
+    if previous != manifest.digest:
+        client.put_manifest(repo, environment, manifest)
     log(
         f"{image.name}:{environment} -> {manifest.digest}"
-        f" (was {previous or 'unset'}; history {stamp})"
+        f" (was {previous or 'unset'}; history {stamp or 'already written'})"
     )
-    return Promotion(environment, manifest.digest, previous, stamp, True)
+    return Promotion(environment, manifest.digest, previous, stamp, previous != manifest.digest)
 
 
 @dataclass(frozen=True)
@@ -217,18 +236,20 @@ def promote_request(
 
     allowed = environments(settings.extra.get("environments"))
     check_environment(request.environment, allowed)
-    target = parse_reference(request.image or settings.image)
+    image, ref = request.image or settings.image, request.ref
+    if not request.rollback and ref is None:
+        # The record's digest lives in the record's repository, whatever is configured.
+        recorded, ref = pushed_digest(
+            root / (request.record or settings.record), hint="push first, or pass --ref"
+        )
+        image = request.image or recorded
+    target = parse_reference(image)
     client = client_for(target.host, extra=settings.extra, environ=environ)
     verified = verifier_from_env(environ)
     env = request.environment
     if request.rollback:
-        result = rollback(client, target, env, request.ref, allowed=allowed, verified=verified)
+        result = rollback(client, target, env, ref, allowed=allowed, verified=verified)
     else:
-        ref = (
-            request.ref
-            or pushed_digest(
-                root / (request.record or settings.record), hint="push first, or pass --ref"
-            )[1]
-        )
+        assert ref is not None
         result = promote(client, target, env, ref, allowed=allowed, verified=verified)
     return f"{env}={result.digest}"

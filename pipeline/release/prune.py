@@ -4,7 +4,16 @@ Kept forever: release tags (``v1.2.3``, ``1.2.3``), release lines (``1.2``, ``1`
 environment tags and their history, branch heads (``develop``), anything unrecognised.
 Per branch (``<branch>-<sha>``, ``dev-<branch>-<sha>``) and per pull request (``pr-N``,
 ``pr-N-<sha>``): the newest ``keep`` builds stay, older ones beyond them, or older than ``days``,
-go. A digest is deleted (``DELETE /v2/<name>/manifests/<digest>``, which removes all its tags)
+go.
+
+What a tag is comes from the ref that produced its image, not from the shape of its name: the
+image's ``org.opencontainers.image.version`` label (``dev-<branch>-<sha>`` for a branch build,
+``pr-N-<sha>`` for a pull request, ``1.2.3`` for a release) says which build it is, so only
+that build's own tag (``<branch>-<sha>``, ``dev-<branch>-<sha>``, ``pr-N``) is a build; any
+other tag on it is a head or a line and is kept. A branch named ``fix-dead``, ``release-2025``
+or ``JIRA-1234`` is a branch head, never a build. An image without the label is kept.
+
+A digest is deleted (``DELETE /v2/<name>/manifests/<digest>``, which removes all its tags)
 only when EVERY tag pointing at it goes; cosign signatures/attestations
 (``sha256-<hex>.sig``) go with their image. The plan is pure; deleting needs ``yes``.
 """
@@ -30,7 +39,10 @@ _PR = re.compile(r"^pr-(\d+)(?:-([0-9a-f]{4,40}))?$")
 _DEV = re.compile(r"^dev-(?P<branch>.+)-(?P<sha>[0-9a-f]{4,40})(?:-dirty)?$")
 _BRANCH = re.compile(r"^(?P<branch>.+)-(?P<sha>[0-9a-f]{4,40})$")
 _HISTORY = re.compile(r"^(?P<env>.+)-\d{20}$")
+_PR_VERSION = re.compile(r"^pr-(\d+)-[0-9a-f]{4,40}$")
+_DEV_VERSION = re.compile(r"^dev-(?P<branch>.+)-(?P<sha>[0-9a-f]{4,40})(?:-dirty)?$")
 CREATED = "org.opencontainers.image.created"
+VERSION = "org.opencontainers.image.version"
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,34 @@ def classify(tag: str, environments: Sequence[str] = ("staging", "production")) 
     return Kind("other")
 
 
+def classify_built(
+    tag: str, version: str | None, environments: Sequence[str] = ("staging", "production")
+) -> Kind:
+    """Pure: what a tag is, from the version label of the image it points at (None: the image
+    has none); see the module docstring. Environment, history and signature tags are the
+    pipeline's own names."""
+    named = classify(tag, environments)
+    if named.kind in ("environment", "history", "signature"):
+        return named
+    if not version:
+        return Kind("other")
+    release = SemVer.parse(version)
+    if release is not None:
+        if SemVer.parse(tag) == release:
+            return Kind("release")
+        return Kind("latest") if tag == "latest" else Kind("line")
+    if pr := _PR_VERSION.match(version):
+        if tag == f"pr-{pr.group(1)}":
+            return Kind("pr", tag, head=True)
+        return Kind("pr", f"pr-{pr.group(1)}") if tag == version else Kind("other")
+    if dev := _DEV_VERSION.match(version):
+        if tag == version:
+            return Kind("dev", f"dev-{dev.group('branch')}")
+        if tag == version.removeprefix("dev-"):
+            return Kind("branch", dev.group("branch"))
+    return Kind("other")
+
+
 @dataclass(frozen=True)
 class Decision:
     tag: str
@@ -107,9 +147,15 @@ def plan(
     created: Mapping[str, datetime | None],
     retention: Retention,
     now: datetime,
+    versions: Mapping[str, str | None] | None = None,
 ) -> Plan:
-    """Pure. ``tags``: tag -> digest; ``created``: digest -> build time (None if unknown)."""
-    kinds = {tag: classify(tag, retention.environments) for tag in tags}
+    """Pure. ``tags``: tag -> digest; ``created``: digest -> build time (None if unknown);
+    ``versions``: digest -> version label (``classify_built``; None: by tag names alone)."""
+    if versions is None:
+        kinds = {tag: classify(tag, retention.environments) for tag in tags}
+    else:
+        envs = retention.environments
+        kinds = {tag: classify_built(tag, versions.get(tags[tag]), envs) for tag in tags}
     wanted = _unwanted(tags, created, kinds, retention, now)
     # A digest goes only if every image tag pointing at it goes.
     by_digest: dict[str, list[str]] = {}
@@ -214,21 +260,34 @@ def created_at(config: Mapping[str, object]) -> datetime | None:
 
 def gather(
     client: RegistryClient, repository: str, environments: Sequence[str]
-) -> tuple[dict[str, str], dict[str, datetime | None]]:
-    """Every tag's digest, and the build time of every prunable digest, from the registry."""
+) -> tuple[dict[str, str], dict[str, datetime | None], dict[str, str | None]]:
+    """Every tag's digest, and the build time and version label of every image digest
+    (not the environment, history and signature tags), from the registry."""
     tags: dict[str, str] = {}
     for tag in client.tags(repository):
         digest = client.digest(repository, tag)
         if digest is not None:
             tags[tag] = digest
     created: dict[str, datetime | None] = {}
+    versions: dict[str, str | None] = {}
     for tag, digest in tags.items():
-        if classify(tag, environments).prunable and digest not in created:
+        if classify(tag, environments).kind in ("environment", "history", "signature"):
+            continue
+        if digest not in created:
             try:
-                created[digest] = created_at(client.image_config(repository, digest))
+                config = client.image_config(repository, digest)
             except (RegistryError, ValueError):
-                created[digest] = None
-    return tags, created
+                created[digest], versions[digest] = None, None
+                continue
+            created[digest], versions[digest] = created_at(config), _label(config, VERSION)
+    return tags, created, versions
+
+
+def _label(config: Mapping[str, object], name: str) -> str | None:
+    inner = config.get("config")
+    labels = inner.get("Labels") if isinstance(inner, dict) else None
+    value = labels.get(name) if isinstance(labels, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 class PruneError(PipelineError):
@@ -315,8 +374,8 @@ def prune_images(request: PruneRequest, *, settings: Settings, environ: Mapping[
         client, target.repository, extra=settings.extra, environ=environ, deleting=request.yes
     )
     delete = how.delete if request.yes else None
-    tags, created = gather(client, target.repository, retention.environments)
-    result = plan(tags, created, retention, datetime.now(UTC))
+    tags, created, versions = gather(client, target.repository, retention.environments)
+    result = plan(tags, created, retention, datetime.now(UTC), versions)
     if request.yes:
         print(how.describe)
     execute(client, target.repository, result, retention, yes=request.yes, delete=delete)

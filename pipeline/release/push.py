@@ -11,13 +11,15 @@ Order, so nothing half-pushed or wrong is ever visible under a tag people use:
 3. read the digest back from the registry, check the index holds every platform of the record,
    re-check the immutable tags against that digest;
 4. write immutable and unique tags, then the moving tags (``latest``, ``1.2``, ``develop``...)
-   last, by PUTting the exact same manifest bytes (same digest guaranteed).
+   last, by PUTting the exact same manifest bytes (same digest guaranteed), as one step that
+   completes or is undone (``pipeline.release.moving``); the record says what happened.
 
 A re-run after a kill converges: each step is idempotent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,12 +36,14 @@ from pipeline.oci.platform import platform_of
 from pipeline.oci.reference import parse_reference
 from pipeline.registry.auth import Credentials, credentials_for
 from pipeline.registry.client import RegistryClient, client_for
+from pipeline.registry.dockerauth import temporary_docker_config
 from pipeline.registry.retry import (
     RetryPolicy,
     TransientRegistryError,
     call_with_retry,
     retry_policy,
 )
+from pipeline.release.moving import MovingTagsError, move
 from pipeline.release.tagplan import plan_tags, refuse_conflicts, staging_tag
 
 Log = Callable[[str], None]
@@ -56,6 +60,7 @@ class PushResult:
     held: list[tuple[str, str]] = field(default_factory=list)
     attestations: int = 0
     duration_s: float = 0.0
+    previous: dict[str, str | None] = field(default_factory=dict)
 
 
 def login(
@@ -176,7 +181,7 @@ def _upload(
         docker(["tag", record.reference, f"{record.image}:{stage}"], None)
     log(f"pushing {record.image}:{stage} (every platform, one index)")
     call_with_retry(
-        lambda: docker(["push", "--quiet", f"{record.image}:{stage}"], None),
+        lambda: docker(["push", f"{record.image}:{stage}"], None),  # progress: not a stall
         retry,
         on_retry=lambda n, exc: log(f"retrying the push (attempt {n + 1}): {_short(exc)}"),
     )
@@ -210,7 +215,8 @@ def write_tags(
         before_moving(manifest.digest)
     for tag, reason in plan.held:
         log(f"not moving {tag}: {reason}")
-    written += _write(client, repo, manifest, plan.moving, log)
+    moved = move(client, repo, manifest, plan.moving, log=log)
+    written += list(moved.written)
     return PushResult(
         image=record.image,
         digest=manifest.digest,
@@ -221,6 +227,7 @@ def write_tags(
         held=list(plan.held),
         attestations=len(manifest.attestations()) if manifest.is_index else 0,
         duration_s=round(time.monotonic() - started, 2),
+        previous=moved.previous,
     )
 
 
@@ -292,6 +299,7 @@ def update_record(record: BuildRecord, result: PushResult) -> BuildRecord:
             "attestations": result.attestations,
             "duration_s": result.duration_s,
         },
+        "moving": {"result": "moved", "previous": {t: d or "" for t, d in result.previous.items()}},
     }
     return record
 
@@ -305,6 +313,7 @@ def push_record(
     before_moving: Callable[[str], None] | None = None,
     docker: DockerRunner | None = None,
     client: RegistryClient | None = None,
+    inspect: Callable[[str], str] | None = None,
     log: Log = print,
 ) -> PushResult:
     """Log in (password on stdin), push the record's image (see ``push``), write the digest
@@ -312,17 +321,26 @@ def push_record(
     record = BuildRecord.read(record_path)
     host = parse_reference(record.image).host
     retry = retry_policy(extra, environ)
-    runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
-    login(host, credentials_for(host, environ), docker=runner, retry=retry)
-    result = push(
-        record,
-        client or client_for(host, extra=extra, environ=environ),
-        docker=runner,
-        retry=retry,
-        latest_policy=latest_policy,
-        before_moving=before_moving,
-        log=log,
-    )
+    stall = float(extra.get("push_stall_timeout", retry.max_seconds))  # no progress: a fault
+    runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)), idle=stall)
+    credentials = credentials_for(host, environ)
+    with temporary_docker_config(environ) if credentials else contextlib.nullcontext():
+        login(host, credentials, docker=runner, retry=retry)
+        try:
+            result = push(
+                record,
+                client or client_for(host, extra=extra, environ=environ),
+                docker=runner,
+                retry=retry,
+                latest_policy=latest_policy,
+                before_moving=before_moving,
+                inspect=inspect,
+                log=log,
+            )
+        except MovingTagsError as exc:
+            record.extra = {**record.extra, "moving": exc.as_record()}
+            record.write(record_path)
+            raise
     update_record(record, result).write(record_path)
     return result
 

@@ -20,6 +20,7 @@ from pipeline.errors import CommandError, PipelineError
 from pipeline.oci.reference import Reference, is_loopback, parse_reference
 from pipeline.proc import run
 from pipeline.registry.client import client_for
+from pipeline.registry.dockerauth import docker_env
 from pipeline.registry.retry import RetryPolicy, call_with_retry, is_transient
 
 ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
@@ -126,7 +127,7 @@ Runner = Callable[[Sequence[str], Mapping[str, str] | None], str]
 
 
 def cosign_runner(argv: Sequence[str], env: Mapping[str, str] | None) -> str:
-    return run(argv, env=env, error=SigningError, what=" ".join(argv[:2])).stdout
+    return run(argv, env=docker_env(env), error=SigningError, what=" ".join(argv[:2])).stdout
 
 
 def sign(
@@ -144,12 +145,13 @@ def sign(
         try:
             runner(argv, config.env)
         except CommandError as exc:
-            kind = _TransientSigningError if is_transient(exc.stderr) else SigningError
+            cause, hint = sign_failure(exc.stderr)
+            kind = _TransientSigningError if cause == REGISTRY_FAULT else SigningError
             raise kind(
-                f"cosign could not sign {ref}",
+                f"cosign could not sign {ref}" + (f": {cause}" if cause else ""),
                 argv=exc.argv,
                 stderr=exc.stderr,
-                hint="check COSIGN_KEY/COSIGN_PASSWORD and the registry login",
+                hint=hint,
             ) from None
 
     try:
@@ -160,6 +162,23 @@ def sign(
 
 class _TransientSigningError(SigningError):
     pass
+
+
+REGISTRY_FAULT = "the registry failed"
+_KEY = re.compile(r"decrypt|password|passphrase|reading key|private key|pem|cosign\.key", re.I)
+_LOGIN = re.compile(r"unauthorized|denied|forbidden|\b401\b|\b403\b", re.I)
+
+
+def sign_failure(stderr: str) -> tuple[str, str]:
+    """Pure: why cosign failed to sign, from its stderr, and the fix: the key or its password,
+    the registry login, or a registry fault (retried, then reported as such)."""
+    if _KEY.search(stderr):
+        return "the key or its password was refused", "check COSIGN_KEY and COSIGN_PASSWORD"
+    if _LOGIN.search(stderr):
+        return "the registry refused the login", "check REGISTRY_USERNAME/REGISTRY_PASSWORD"
+    if is_transient(stderr):
+        return REGISTRY_FAULT, "the registry is failing (not the key): run it again later"
+    return "", "check COSIGN_KEY/COSIGN_PASSWORD and the registry login"
 
 
 def verify(ref: Reference, config: SignConfig, *, runner: Runner = cosign_runner) -> bool:

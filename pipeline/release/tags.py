@@ -185,15 +185,18 @@ def _branch(context: ReleaseContext, rules: TagPolicy) -> _Names:
 def compute_labels(context: ReleaseContext, policy: Settings, version: str) -> dict[str, str]:
     """OCI labels. ``created`` is the commit time (or SOURCE_DATE_EPOCH, applied at the edge),
     never the clock, so two builds of one commit carry identical labels."""
+    from pipeline.redact import public_url
+
+    source = public_url(context.source or policy.source)
     labels = {
         "created": utc_from_epoch(context.commit_time) if context.commit_time is not None else "",
         "revision": context.sha,
-        "source": context.source or policy.source,
+        "source": source,
         "version": version,
         "title": policy.title,
         "description": policy.description,
         "licenses": policy.licenses,
-        "url": policy.url or context.source or policy.source,
+        "url": public_url(policy.url) or source,
     }
     return {LABEL + key: value for key, value in labels.items() if value}
 

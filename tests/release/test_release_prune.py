@@ -15,7 +15,7 @@ from ghcr_model import GhcrModel
 
 from pipeline.errors import UsageError
 from pipeline.registry.retry import RetryPolicy
-from pipeline.release.prune import Kind, Retention, classify, created_at, plan
+from pipeline.release.prune import VERSION, Kind, Retention, classify, created_at, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -140,7 +140,8 @@ def test_prune_is_a_dry_run_by_default_then_deletes_exactly_the_plan(
     repo = remote.repository
     digests = {}
     for name, age in [("main-0000001", 50), ("main-0000002", 3), ("main-0000003", 2), ("pr-9", 45)]:
-        label = {"org.opencontainers.image.created": iso(age)}
+        version = "pr-9-abc1234" if name == "pr-9" else f"dev-{name}"  # what built it
+        label = {"org.opencontainers.image.created": iso(age), VERSION: version}
         digests[name] = push_image(f"{remote.ref}:{name}", tmp_path, labels=label)
     index = client.manifest(repo, "main-0000001")
     client.put_manifest(repo, "production", client.manifest(repo, "main-0000002"))

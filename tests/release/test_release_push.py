@@ -218,7 +218,7 @@ def test_a_release_rerun_is_a_no_op_and_another_build_cannot_take_its_tag(
     assert first.written == ["1.2.3", "1.2", "1"]  # v1.2.3 came with the upload
     again = push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
     assert again.unchanged == ["v1.2.3", "1.2.3"]
-    assert again.written == ["1.2", "1"]
+    assert again.written == []  # the moving tags already point at it
     before = tags_of(client, repo)
     assert set(before.values()) == {local}
     remove_images(*record.full_tags)

@@ -164,7 +164,7 @@ def test_a_wrong_password_fails_in_one_line(
     with pytest.raises(SigningError) as caught:
         sign(ref, config)
     line = caught.value.one_line()
-    assert line.startswith(f"cosign could not sign {ref} (")
+    assert line.startswith(f"cosign could not sign {ref}: the key or its password was refused (")
     assert "\n" not in line and "wrong" not in caught.value.argv
 
 
