@@ -20,7 +20,6 @@ A re-run after a kill converges: each step is idempotent.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 
 from pipeline.build.record import BuildRecord
 from pipeline.config import Settings
+from pipeline.engine.login import login_failure
 from pipeline.engine.transfer import DockerRunner, docker_cli
 from pipeline.errors import EngineError, RegistryError
 from pipeline.oci.manifest import Manifest
@@ -84,14 +84,7 @@ def login(
         except TransientRegistryError:
             raise
         except RegistryError as exc:
-            refused = re.search(r"unauthorized|denied|forbidden|\b401\b|\b403\b", exc.stderr, re.I)
-            raise RegistryError(
-                f"docker login to {host} failed",
-                stderr=exc.stderr,
-                hint="check REGISTRY_USERNAME/REGISTRY_PASSWORD (or GITHUB_TOKEN for ghcr.io)"
-                if refused or not exc.stderr
-                else "check the registry host and the network",
-            ) from None
+            raise login_failure(host, exc.stderr) from None
 
     call_with_retry(attempt, retry)
     return True

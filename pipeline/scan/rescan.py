@@ -127,7 +127,7 @@ def rescan(
     for name in ARTIFACTS.values():  # nothing stale may say "passed"
         (out / name).unlink(missing_ok=True)
     credentials = credentials_for(ref.host, environ)
-    with logged_in(ref.host, credentials, retry=retry) as client:
+    with logged_in(ref.host, credentials, retry=retry, environ=environ) as client:
         try:
             digest, index = engine.remote_digest(target, client)
         except EngineError as exc:
