@@ -195,7 +195,7 @@ def test_a_rescan_logs_in_and_scans_every_platform(
         token = remote.model.token
         assert token not in done.stdout + done.stderr
         assert not [p for p in out.rglob("*") if p.is_file() and token in p.read_text()]
-        assert not list(Path(tempfile.gettempdir()).glob("pipeline-docker-config-*"))
+        assert not list(Path(tempfile.gettempdir()).glob("pipeline-docker-*"))
 
 
 @pytest.mark.engine
