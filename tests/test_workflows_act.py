@@ -528,15 +528,21 @@ def today() -> str:
 
 # --- .github/workflows/maintenance.yml ---
 
-# A small image built on the base, recording it (and its build time) the way docker.build does.
+# A small image built on the base, recording it, its build time and the version (the ref that
+# built it: what prune classifies by) the way docker.build does.
 MAINTAINED = """\
 FROM 127.0.0.1:5000/library/python:3.11-slim
 LABEL org.opencontainers.image.base.name=127.0.0.1:5000/library/python:3.11-slim \\
       org.opencontainers.image.base.digest={digest} \\
-      org.opencontainers.image.created={created}
+      org.opencontainers.image.created={created} \\
+      org.opencontainers.image.version={version}
 USER 65534
 HEALTHCHECK CMD ["python3", "-c", "print()"]
 """
+
+
+MAIN = "dev-main-abc1234"
+OLD_BRANCH = "dev-feature-old-abc1234"
 
 
 def push_image(
@@ -576,13 +582,13 @@ def test_the_maintenance_workflow_runs_offline_on_schedule_and_calls_only_tasks(
     base = manifest_digest("127.0.0.1:5000/library/python", "3.11-slim")
     push_image(
         tmp_path / "current",
-        MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z"),
+        MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z", version=MAIN),
         [f"{image}:{tag}" for tag in ("latest", "staging", "production")],
     )
     # A branch build older than the retention's 30 days: a scheduled run deletes it.
     push_image(
         tmp_path / "old",
-        MAINTAINED.format(digest=base, created="2020-01-01T00:00:00Z"),
+        MAINTAINED.format(digest=base, created="2020-01-01T00:00:00Z", version=OLD_BRANCH),
         [f"{image}:feature-old-abc1234"],
     )
     repo = snapshot(tmp_path / "repo")
@@ -638,7 +644,7 @@ def test_a_manual_maintenance_run_prunes_as_a_dry_run_unless_asked(
     base = manifest_digest("127.0.0.1:5000/library/python", "3.11-slim")
     push_image(
         tmp_path / "old",
-        MAINTAINED.format(digest=base, created="2020-01-01T00:00:00Z"),
+        MAINTAINED.format(digest=base, created="2020-01-01T00:00:00Z", version=OLD_BRANCH),
         [f"{image}:feature-old-abc1234"],
     )
     repo = snapshot(tmp_path / "repo")
@@ -665,7 +671,7 @@ def test_a_new_advisory_fails_the_scheduled_rescan_which_still_reports_and_notif
     tmp_path: Path, image: str, venv: Path, trivy_db: Path, receiver: Receiver
 ) -> None:
     base = manifest_digest("127.0.0.1:5000/library/python", "3.11-slim")
-    clean = MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z")
+    clean = MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z", version=MAIN)
     push_image(tmp_path / "clean", clean, [f"{image}:latest", f"{image}:staging"])
     push_image(tmp_path / "vulnerable", clean + VULNERABLE, [f"{image}:production"])
     repo = snapshot(tmp_path / "repo")
@@ -813,7 +819,8 @@ def signed_image(tmp_path: Path, image: str, name: str, env: dict[str, str], rep
     base = manifest_digest("127.0.0.1:5000/library/python", "3.11-slim")
     push_image(
         tmp_path / name,
-        MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z") + f"LABEL build={name}\n",
+        MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z", version=MAIN)
+        + f"LABEL build={name}\n",
         [f"{image}:{name}"],
     )
     digest = manifest_digest(image, name)
@@ -876,7 +883,7 @@ def test_an_unsigned_digest_is_never_promoted_nor_deployed(
     base = manifest_digest("127.0.0.1:5000/library/python", "3.11-slim")
     push_image(
         tmp_path / "unsigned",
-        MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z"),
+        MAINTAINED.format(digest=base, created="2026-11-01T00:00:00Z", version=MAIN),
         [f"{image}:build-1"],
     )
     digest = manifest_digest(image, "build-1")
