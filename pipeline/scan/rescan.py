@@ -1,9 +1,10 @@
 """``docker.rescan``: a pushed image, by the digest its tag holds now, every platform of its index.
 
 The registry credentials (``REGISTRY_USERNAME``/``REGISTRY_PASSWORD``, or ``GITHUB_TOKEN`` for
-ghcr.io) log docker in (a temporary DOCKER_CONFIG, ``pipeline.engine.login``) for the digest lookup, and
-reach Trivy as ``TRIVY_USERNAME``/``TRIVY_PASSWORD`` in its environment, never argv. An image the
-registry will not show is one line and a failure: "not scanned", never clean.
+ghcr.io) log docker in (a temporary DOCKER_CONFIG, ``pipeline.engine.login``) for the digest
+lookup, and reach Trivy as ``TRIVY_USERNAME``/``TRIVY_PASSWORD`` in its environment, never
+argv. An image the registry will not show is one line and a failure: "not scanned", never
+clean.
 
 Each platform gets its own verdict and reports (``OUT/<os>-<arch>/``; ``OUT/`` itself when one
 platform is scanned, or ``--platform`` names one); ``OUT/scan.json`` and ``OUT/summary.md`` hold
