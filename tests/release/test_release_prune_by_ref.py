@@ -102,9 +102,10 @@ def test_prune_deletes_the_old_build_and_keeps_every_old_branch_head(registry: s
         [*argv, "--days", "30", "--yes"], cwd=ROOT, env=os.environ, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == (
-        f"delete main-0000001 ({build.digest[:19]}): older than 30 days"
-    )
+    assert done.stdout.splitlines()[:2] == [
+        f"deleting through the registry API ({registry}/{repo})",
+        f"delete main-0000001 ({build.digest[:19]}): older than 30 days",
+    ]
     assert sorted(client.tags(repo)) == sorted(heads)
 
 
