@@ -11,7 +11,9 @@ Modes (switchable at run time with ``configure``):
   connection hangs (a push "killed half-way" is then one kill away); switching to ``pass``
   resumes the held connections where they stopped;
 - ``flaky``: reset every ``count``-th connection, ``limit`` times (-1: forever), so faults
-  spread over every client however many connections each opens.
+  spread over every client however many connections each opens;
+- ``flaky_status``: the same, but that connection's request is answered ``status`` (with
+  ``retry_after``) instead of reset.
 
 ``skip`` lets that many connections pass before the faults start (``status`` and ``reset``:
 a fault at the n-th request, since urllib opens one connection per request); ``match`` (a
@@ -36,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-MODES = ("pass", "reset", "status", "stall", "stall_after_bytes", "flaky")
+MODES = ("pass", "reset", "status", "stall", "stall_after_bytes", "flaky", "flaky_status")
 REASONS = {
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -140,11 +142,11 @@ class FaultProxy:
             self.connections += 1
             if self.mode in ("pass", "stall_after_bytes"):
                 return self.mode
-            if self.mode == "flaky":
+            if self.mode in ("flaky", "flaky_status"):
                 under_limit = self.limit < 0 or self.faults < self.limit
                 if self.connections % self.count == 0 and under_limit:
                     self.faults += 1
-                    return "reset"
+                    return "reset" if self.mode == "flaky" else "status"
                 return "pass"
             self.seen += 1
             if self.seen <= self.skip:
@@ -168,7 +170,7 @@ class FaultProxy:
             self._threads.append(thread)
 
     def _handle(self, client: socket.socket) -> None:
-        if self.mode == "status" and self._is_tls(client):
+        if self.mode in ("status", "flaky_status") and self._is_tls(client):
             # Docker probes HTTPS first on insecure registries; an HTTP status cannot answer a
             # TLS handshake, so the probe passes and the plain HTTP requests get the faults.
             with self._lock:

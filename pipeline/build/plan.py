@@ -84,7 +84,7 @@ class BuildPlan:
     @property
     def provenance(self) -> dict[str, str] | bool:
         """buildx's ``--provenance``: an SLSA provenance attestation per platform, on loads
-        and pushes alike (the containerd store keeps it; ``docker push`` uploads it). It
+        and pushes alike (the containerd store keeps it; ``docker.push`` uploads it). It
         records the invocation, so each build's index digest differs even when its platform
         manifests are identical: ``docker.push`` compares platform manifests, not the index,
         to tell a re-run of the same image from another image."""

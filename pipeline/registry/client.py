@@ -385,11 +385,13 @@ def client_for(
     extra: Mapping[str, Any],
     environ: Mapping[str, str],
     warn: Callable[[str], None] = warn_stderr,
+    timeout: float = 30.0,
 ) -> RegistryClient:
     """A client for ``host``: credentials from ``environ``, retries from settings and
-    ``environ``; each retry is reported through ``warn``."""
+    ``environ``, ``timeout`` per connect or read; each retry is reported through ``warn``."""
     return RegistryClient(
         host,
+        timeout=timeout,
         credentials=credentials_for(host, environ),
         retry=retry_policy(extra, environ),
         on_retry=lambda n, exc: warn(f"retrying (attempt {n + 1}): {exc}"),

@@ -5,7 +5,7 @@ the process exits), never into ``~/.docker/config.json``.
 The temporary config keeps the user's settings that are not credentials (contexts, plugins,
 proxies) so the same daemon and CLI are used; ``auths``, ``credsStore`` and ``credHelpers`` are
 left out, so a login can only land in the temporary file. Children that need the login
-(``docker push``, ``cosign``) get ``DOCKER_CONFIG`` in their environment: ``docker_env``.
+(``cosign``, ``imagetools``) get ``DOCKER_CONFIG`` in their environment: ``docker_env``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ with exactly the bytes of the local index and no tag at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.errors import RegistryError
 from pipeline.oci.manifest import INDEX_TYPES, OCI_MANIFEST, Manifest
@@ -94,8 +94,12 @@ def push_layout(
     client: RegistryClient,
     repository: str,
     log: Log = print,
+    *,
+    tags: Sequence[str] = (),
 ) -> str:
-    """Upload the index ``top`` of a saved OCI layout by digest; returns ``top``."""
+    """Upload the index ``top`` of a saved OCI layout by digest, then PUT its exact bytes under
+    each of ``tags`` (none: no tag at all); every request retried by ``client``. Returns
+    ``top``."""
     blobs = layout_blobs(files)
     plain, manifests = upload_order(top, blobs)
     uploaded = sum(client.upload_blob(repository, d, blobs[d]) for d in plain)
@@ -105,4 +109,7 @@ def push_layout(
         f"pushed {client.host}/{repository}@{top} by digest "
         f"({uploaded}/{len(plain)} blobs uploaded, {len(manifests)} manifests)"
     )
+    for tag in tags:  # children first: the index itself is the last manifest
+        client.put_manifest(repository, tag, manifests[-1])
+        log(f"tagged {client.host}/{repository}:{tag} -> {top}")
     return top

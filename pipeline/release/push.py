@@ -6,8 +6,13 @@ Order, so nothing half-pushed or wrong is ever visible under a tag people use:
    before anything is written; the same: that tag is a no-op). "The same" is the same index,
    or the same manifest for every platform under another index: each build's provenance
    attestation makes a new index, so a re-run keeps the index (and signatures) already there;
-2. ``docker push`` the index once, under a staging tag that names this build only (its unique
-   tag, its release tag, or its version), retried on transient faults;
+2. upload the local index once with the pipeline's registry client (every blob, platform
+   manifest and attestation manifest from the local store's ``docker save`` layout, then the
+   index bytes under a staging tag that names this build only: its unique tag, its release
+   tag, or its version), each request retried on its own (429, 5xx, resets, ``Retry-After``,
+   within the retry budget), so a registry that fails a steady fraction of requests forever
+   still gets the whole image; a connection with no progress for ``push_stall_timeout``
+   seconds (default: the client's read timeout, never past the budget) is dropped and retried;
 3. read the digest back from the registry, check the index holds every platform of the record,
    re-check the immutable tags against that digest;
 4. write immutable and unique tags, then the moving tags (``latest``, ``1.2``, ``develop``...)
@@ -43,6 +48,7 @@ from pipeline.registry.retry import (
     call_with_retry,
     retry_policy,
 )
+from pipeline.registry.upload import push_layout
 from pipeline.release.moving import MovingTagsError, move
 from pipeline.release.tagplan import plan_tags, refuse_conflicts, staging_tag
 
@@ -94,18 +100,18 @@ def push(
     record: BuildRecord,
     client: RegistryClient,
     *,
-    docker: DockerRunner,
-    retry: RetryPolicy,
     latest_policy: str = "branch",
     inspect: Callable[[str], str] | None = None,
     before_moving: Callable[[str], None] | None = None,
     images: Callable[[str], Mapping[str, str]] | None = None,
+    layout: Callable[[str], Mapping[str, bytes]] | None = None,
     log: Log = print,
 ) -> PushResult:
-    """Push the record's image; see the module docstring for the order. ``before_moving``
-    (e.g. signing) gets the digest once every platform and fixed tag is in place, before any
-    moving tag is written; if it raises, no moving tag moves. ``images`` reads the local
-    image's ``{platform: manifest digest}`` (default: its ``docker save`` layout)."""
+    """Push the record's image through ``client``; see the module docstring for the order.
+    ``before_moving`` (e.g. signing) gets the digest once every platform and fixed tag is in
+    place, before any moving tag is written; if it raises, no moving tag moves. ``images``
+    reads the local image's ``{platform: manifest digest}`` and ``layout`` its OCI layout's
+    files (default for both: its ``docker save``)."""
     started = time.monotonic()
     ref = parse_reference(record.image)
     repo = ref.repository
@@ -130,7 +136,7 @@ def push(
     elif local and stage in record.immutable and existing.get(stage) == local:
         log(f"{record.image}:{stage} is already at {local}: nothing to upload")
     else:
-        _upload(record, stage, docker=docker, retry=retry, log=log)
+        _upload(record, stage, local, client, layout or _local_layout, log=log)
     manifest = client.manifest(repo, same or stage)
     platforms = _check_stored(record, client, manifest, local="" if same else local, log=log)
     return write_tags(
@@ -167,19 +173,22 @@ def _check_stored(
 
 
 def _upload(
-    record: BuildRecord, stage: str, *, docker: DockerRunner, retry: RetryPolicy, log: Log
+    record: BuildRecord,
+    stage: str,
+    local: str,
+    client: RegistryClient,
+    layout: Callable[[str], Mapping[str, bytes]],
+    *,
+    log: Log,
 ) -> None:
-    """``docker push`` of every platform as one index, under the staging tag."""
-    if stage not in record.tags:
-        docker(["tag", record.reference, f"{record.image}:{stage}"], None)
+    """Every blob and manifest of the local index ``local`` (platforms and attestations), then
+    the index's exact bytes under the staging tag: one request at a time, each retried by
+    ``client`` on its own."""
+    if not local:
+        raise RegistryError(f"cannot tell the index digest of {record.reference}")
     log(f"pushing {record.image}:{stage} (every platform, one index)")
-    call_with_retry(
-        lambda: docker(["push", f"{record.image}:{stage}"], None),  # progress: not a stall
-        retry,
-        on_retry=lambda n, exc: log(f"retrying the push (attempt {n + 1}): {_short(exc)}"),
-    )
-    if stage not in record.tags:
-        docker(["image", "rm", f"{record.image}:{stage}"], None)
+    repo = parse_reference(record.image).repository
+    push_layout(layout(record.reference), local, client, repo, log=log, tags=[stage])
 
 
 def write_tags(
@@ -257,8 +266,15 @@ def _local_images(reference: str) -> Mapping[str, str]:
         raise RegistryError(exc.message, hint="run `invoke docker.build` first") from None
 
 
-def _short(exc: BaseException) -> str:
-    return exc.one_line() if isinstance(exc, RegistryError) else str(exc)
+def _local_layout(reference: str) -> Mapping[str, bytes]:
+    """Every file of the local image's ``docker save`` OCI layout (the blobs to upload)."""
+    from pipeline import engine
+
+    try:
+        files, _ = engine.saved_blobs(engine.save_stream(reference), keep=lambda n, s: True)
+    except EngineError as exc:
+        raise RegistryError(exc.message, hint="run `invoke docker.build` first") from None
+    return files
 
 
 def _platforms(client: RegistryClient, repo: str, manifest: Manifest) -> list[str]:
@@ -309,22 +325,23 @@ def push_record(
     inspect: Callable[[str], str] | None = None,
     log: Log = print,
 ) -> PushResult:
-    """Log in (password on stdin), push the record's image (see ``push``), write the digest
-    back into the record. ``extra`` is ``Settings.extra`` (``retry``, ``push_timeout``)."""
+    """Push the record's image (see ``push``), write the digest back into the record.
+    ``extra`` is ``Settings.extra`` (``retry``, ``push_stall_timeout``, ``push_timeout``).
+    The registry client carries the credentials itself; ``docker login`` (password on stdin,
+    a temporary ``DOCKER_CONFIG``) only for ``before_moving``, whose children (cosign) need
+    it: the upload runs no docker command that talks to the registry."""
     record = BuildRecord.read(record_path)
     host = parse_reference(record.image).host
     retry = retry_policy(extra, environ)
-    stall = float(extra.get("push_stall_timeout", retry.max_seconds))  # no progress: a fault
-    runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)), idle=stall)
-    credentials = credentials_for(host, environ)
+    stall = float(extra.get("push_stall_timeout", 30.0))  # no progress: a fault, retried
+    credentials = credentials_for(host, environ) if before_moving is not None else None
     with temporary_docker_config(environ) if credentials else contextlib.nullcontext():
+        runner = docker or docker_cli(timeout=float(extra.get("push_timeout", 1800)))
         login(host, credentials, docker=runner, retry=retry)
         try:
             result = push(
                 record,
-                client or client_for(host, extra=extra, environ=environ),
-                docker=runner,
-                retry=retry,
+                client or client_for(host, extra=extra, environ=environ, timeout=stall),
                 latest_policy=latest_policy,
                 before_moving=before_moving,
                 inspect=inspect,

@@ -94,7 +94,7 @@ def plan_tags(
 
 
 def staging_tag(record: BuildRecord) -> str:
-    """The tag ``docker push`` writes: one that names this build only, never a moving one."""
+    """The tag the upload writes: one that names this build only, never a moving one."""
     if record.unique:
         return record.unique[0]
     if record.immutable:

@@ -38,11 +38,12 @@ def test_the_temporary_config_is_private_keeps_settings_drops_credentials_and_go
 
 
 @pytest.mark.engine
-def test_a_push_with_credentials_logs_in_through_a_temporary_config_and_leaves_none(
+def test_a_push_that_signs_logs_in_through_a_temporary_config_and_leaves_none(
     registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real ``docker login`` (the local registry accepts any login) and ``docker push``
-    path; ``~/.docker/config.json`` is the test's own HOME."""
+    """The real ``docker login`` (the local registry accepts any login) for what runs before
+    the moving tags (cosign reads ``DOCKER_CONFIG``); the upload itself is the registry
+    client's. ``~/.docker/config.json`` is the test's own HOME."""
     home = tmp_path / "home"
     (home / ".docker").mkdir(parents=True)
     (home / ".docker" / "config.json").write_text("{}")
@@ -63,14 +64,22 @@ def test_a_push_with_credentials_logs_in_through_a_temporary_config_and_leaves_n
     ).write(path)
     lines: list[str] = []
     environ = {**os.environ, "REGISTRY_USERNAME": "ci-bot", "REGISTRY_PASSWORD": "s3cr3t-pw"}
+    seen: list[dict[str, object]] = []
+
+    def before_moving(digest: str) -> None:
+        config = Path((docker_env(None) or {})["DOCKER_CONFIG"]) / "config.json"
+        seen.append(json.loads(config.read_text()))
+
     push_record(
         path,
         extra={},
         environ=environ,
         client=client,
         inspect=lambda ref: new.digest,
+        before_moving=before_moving,
         log=lines.append,
     )
+    assert [list(config.get("auths", {})) for config in seen] == [[registry]]  # type: ignore[call-overload]
     assert client.digest(repo, "1") == new.digest
     assert json.loads((home / ".docker" / "config.json").read_text()) == {}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("pipeline-docker-")] == []

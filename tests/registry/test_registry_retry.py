@@ -3,6 +3,7 @@ of a merge and a push-by-digest (imagetools create, the inspect after the push) 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -152,7 +153,7 @@ def test_the_inspect_after_a_push_by_digest_is_retried_through_resets(
 
 @pytest.mark.engine
 @pytest.mark.timeout(600)
-def test_a_stalled_docker_push_is_a_fault_stopped_after_the_stall_limit_not_push_timeout(
+def test_a_stalled_upload_is_a_fault_stopped_after_the_stall_limit_not_push_timeout(
     tmp_path: Path,
 ) -> None:
     name = f"test/{uuid.uuid4().hex[:12]}"
@@ -181,6 +182,7 @@ def test_a_stalled_docker_push_is_a_fault_stopped_after_the_stall_limit_not_push
             proxy.close()  # drop the held connections first: the daemon lets go of the image
             remove_images(f"{image}:main-abc1234")
         assert time.monotonic() - started < 30
-        assert caught.value.one_line().startswith(
-            "docker push failed (docker push stalled: no progress for 4s (timed out))"
+        assert re.fullmatch(
+            rf"upload sha256:[0-9a-f]{{12}} to {proxy.address}/{name}: timed out after 4s",
+            caught.value.one_line(),
         )

@@ -15,7 +15,6 @@ from faultproxy import FaultProxy, build_image, remove_images
 from fixtures_ghcr import Remote, docker_config
 
 from pipeline.build.record import BuildRecord
-from pipeline.engine.transfer import docker_cli
 from pipeline.oci.reference import parse_reference
 from pipeline.registry.auth import Credentials
 from pipeline.registry.client import RegistryClient, RegistryError
@@ -196,7 +195,7 @@ def test_a_branch_build_is_pushed_as_one_index_with_every_tag(
     record = branch(scratch_repo)
     local = built(record, tmp_path, images)
     client = RegistryClient(registry, retry=FAST)
-    result = push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
+    result = push(record, client, log=lambda _: None)
     repo = parse_reference(scratch_repo).repository
     assert result.digest == local
     assert result.platforms == PLATFORMS
@@ -214,9 +213,9 @@ def test_a_release_rerun_is_a_no_op_and_another_build_cannot_take_its_tag(
     local = built(record, tmp_path, images)
     client = RegistryClient(registry, retry=FAST)
     repo = parse_reference(scratch_repo).repository
-    first = push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
+    first = push(record, client, log=lambda _: None)
     assert first.written == ["1.2.3", "1.2", "1"]  # v1.2.3 came with the upload
-    again = push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
+    again = push(record, client, log=lambda _: None)
     assert again.unchanged == ["v1.2.3", "1.2.3"]
     assert again.written == []  # the moving tags already point at it
     before = tags_of(client, repo)
@@ -225,7 +224,7 @@ def test_a_release_rerun_is_a_no_op_and_another_build_cannot_take_its_tag(
     other = built(record, tmp_path, images)
     assert other != local
     with pytest.raises(TagConflictError, match=r"v1\.2\.3 already exists at sha256:"):
-        push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
+        push(record, client, log=lambda _: None)
     assert tags_of(client, repo) == before
 
 
@@ -238,23 +237,23 @@ def test_a_rebuild_of_a_released_image_keeps_the_released_index_and_uploads_noth
     first_local = built(record, tmp_path, images, content=payload, source_date_epoch=1700000000)
     client = RegistryClient(registry, retry=FAST)
     repo = parse_reference(scratch_repo).repository
-    first = push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
+    first = push(record, client, log=lambda _: None)
     before = tags_of(client, repo)
     remove_images(*record.full_tags)
     again_local = built(record, tmp_path, images, content=payload, source_date_epoch=1700000000)
     assert again_local != first_local, "each build's provenance makes a new index"
-    uploads: list[Sequence[str]] = []
+    uploads: list[str] = []
 
-    def docker(argv: Sequence[str], stdin: str | None) -> None:
-        uploads.append(argv)
-        docker_cli()(argv, stdin)
+    def layout(reference: str) -> dict[str, bytes]:
+        uploads.append(reference)
+        return {}
 
     log: list[str] = []
-    again = push(record, client, docker=docker, retry=FAST, log=log.append)
+    again = push(record, client, layout=layout, log=log.append)
     assert again.digest == first.digest == first_local
     assert again.unchanged == ["v1.2.3", "1.2.3"]
     assert again.attestations == 2
-    assert [argv for argv in uploads if argv[0] == "push"] == []
+    assert uploads == []
     assert (
         f"{scratch_repo}:v1.2.3 already holds this image ({first_local}: the same platform "
         "manifests, only the build's provenance differs): nothing to upload"
@@ -270,27 +269,45 @@ def test_an_index_missing_a_platform_moves_no_tag(
     built(record, tmp_path, images, platforms=["linux/amd64"])
     client = RegistryClient(registry, retry=FAST)
     with pytest.raises(RegistryError, match="lacks platform\\(s\\) linux/arm64"):
-        push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
+        push(record, client, log=lambda _: None)
     repo = parse_reference(scratch_repo).repository
     assert client.digest(repo, "latest") is None
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize(("mode", "count"), [("reset", 3), ("status", 2)])
-def test_docker_push_is_retried_through_transient_faults(
-    tmp_path: Path, images: list[str], mode: str, count: int
+@pytest.mark.parametrize(
+    ("mode", "count", "reason"),
+    [
+        ("reset", 3, "[Errno 104] Connection reset by peer"),
+        ("status", 3, "the registry answered HTTP 503 Service Unavailable (injected fault)"),
+    ],
+)
+def test_each_upload_request_is_retried_on_its_own_through_transient_faults(
+    tmp_path: Path, images: list[str], mode: str, count: int, reason: str
 ) -> None:
+    """The faults hit the upload's writes only (reads pass): the first write, the first
+    blob's upload start, fails ``count`` times in a row and is retried on its own, request
+    by request; nothing is pushed again from the start."""
     name = f"test/{os.urandom(6).hex()}"
-    direct = RegistryClient("127.0.0.1:5000", retry=FAST)
-    with FaultProxy(mode=mode, count=count, status=503) as proxy:
+    retried: list[str] = []
+    with FaultProxy() as proxy:
+        proxy.configure(mode, count, 503, match=r"^(POST|PUT) /v2/")
         record = branch(f"{proxy.address}/{name}")
         local = built(record, tmp_path, images)
+        client = RegistryClient(
+            proxy.address, retry=FAST, on_retry=lambda n, e: retried.append(str(e))
+        )
         log: list[str] = []
-        # The API calls go straight to the registry: the faults hit `docker push` only.
-        result = push(record, direct, docker=docker_cli(), retry=FAST, log=log.append)
+        result = push(record, client, log=log.append)
         assert proxy.faults == count
-    assert any(line.startswith("retrying the push (attempt 2)") for line in log)
+    assert len(retried) == count and len(set(retried)) == 1
+    assert retried[0].startswith("start the upload of sha256:")
+    assert retried[0].endswith(f"to {proxy.address}/{name}: {reason}")
+    assert log[0] == f"pushing {record.image}:main-abc1234 (every platform, one index)"
+    assert log[1].startswith(f"pushed {proxy.address}/{name}@{local} by digest (")
+    assert log[2] == f"tagged {proxy.address}/{name}:main-abc1234 -> {local}"
     assert result.digest == local
+    direct = RegistryClient("127.0.0.1:5000", retry=FAST)
     assert tags_of(direct, name) == {"latest": local, "main-abc1234": local}
 
 
@@ -307,7 +324,7 @@ def test_a_push_succeeds_when_every_call_goes_through_transient_faults(
         client = RegistryClient(
             proxy.address, retry=FAST, on_retry=lambda n, exc: retried.append(str(exc))
         )
-        result = push(record, client, docker=docker_cli(), retry=FAST, log=lambda _: None)
+        result = push(record, client, log=lambda _: None)
         assert proxy.faults == count
     assert retried
     assert result.digest == local
@@ -340,7 +357,7 @@ def test_past_the_retry_budget_the_push_fails_in_one_line_and_latest_stays(
     with FaultProxy() as proxy:
         old = branch(f"{proxy.address}/{name}", sha="0000000")
         old_digest = built(old, tmp_path, images)
-        push(old, direct_via(proxy), docker=docker_cli(), retry=FAST, log=lambda _: None)
+        push(old, direct_via(proxy), log=lambda _: None)
         record = branch(f"{proxy.address}/{name}")
         built(record, tmp_path, images)
         path = tmp_path / "image.toml"
@@ -362,6 +379,37 @@ def test_past_the_retry_budget_the_push_fails_in_one_line_and_latest_stays(
 
 def direct_via(proxy: FaultProxy) -> RegistryClient:
     return RegistryClient(proxy.address, retry=FAST)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    ("mode", "every"),
+    [("flaky", 4), ("flaky_status", 5)],
+    ids=["every-4th-request-reset", "every-5th-request-503-retry-after-0"],
+)
+def test_a_push_gets_through_a_registry_that_fails_a_fixed_fraction_of_requests_forever(
+    tmp_path: Path, images: list[str], mode: str, every: int
+) -> None:
+    """Faults that never stop: every 4th request reset, or every 5th answered 503 with
+    ``Retry-After: 0``. A whole-push retry (``docker push``: ~13 connections an attempt, a
+    reset request not retried) never gets through; per-request retries always do."""
+    name = f"test/{os.urandom(6).hex()}"
+    with FaultProxy(mode=mode, count=every, status=503, limit=-1) as proxy:
+        proxy.retry_after = "0"
+        record = release(image=f"{proxy.address}/{name}")
+        local = built(record, tmp_path, images)
+        path = tmp_path / "image.toml"
+        record.write(path)
+        done = invoke("docker.push", "--record", str(path))
+        faults = proxy.faults
+    assert done.returncode == 0, done.stderr
+    assert faults > 0
+    assert f"digest={local}" in done.stdout.splitlines()
+    direct = RegistryClient("127.0.0.1:5000", retry=FAST)
+    assert tags_of(direct, name) == {t: local for t in record.tags}
+    assert direct.manifest(name, local).platforms() == PLATFORMS
+    pushed = BuildRecord.read(path)
+    assert pushed.pushed is True and pushed.digest == local
 
 
 @pytest.mark.engine
@@ -435,7 +483,7 @@ def test_a_registry_that_is_down_is_one_line(tmp_path: Path, images: list[str]) 
 
 
 @pytest.mark.engine
-def test_wrong_credentials_fail_the_login_in_one_line_without_leaking_the_password(
+def test_wrong_credentials_fail_the_push_in_one_line_without_leaking_the_password(
     tmp_path: Path, images: list[str]
 ) -> None:
     with FaultProxy(mode="status", count=-1, status=401) as proxy:
@@ -450,11 +498,14 @@ def test_wrong_credentials_fail_the_login_in_one_line_without_leaking_the_passwo
             str(path),
             env={"REGISTRY_USERNAME": "bot", "REGISTRY_PASSWORD": secret},
         )
+        faults = proxy.faults
     assert done.returncode == 1
-    assert done.stderr.count("\n") == 1
-    assert done.stderr.startswith(f"error: docker login to {proxy.address} failed")
+    assert done.stderr == (
+        f"error: read {record.image}:main-abc1234: unauthorized (HTTP 401): "
+        "check REGISTRY_USERNAME/REGISTRY_PASSWORD (or GITHUB_TOKEN for ghcr.io)\n"
+    )
     assert secret not in done.stderr + done.stdout
-    assert proxy.faults <= 2  # not retried (an HTTPS probe, then the HTTP request)
+    assert faults == 1  # not retried, and no docker login: nothing here runs cosign
 
 
 def test_a_transient_error_type_is_a_registry_error() -> None:
@@ -472,8 +523,7 @@ def test_a_push_and_its_signature_get_through_a_flaky_registry(
     policy = RetryPolicy(attempts=6, max_seconds=60, initial=0.05, max_wait=0.3, jitter=0.05)
     signing = config_from_env({**os.environ, **cosign_keys(tmp_path / "keys")})
     name = f"test/{os.urandom(6).hex()}"
-    # Every 8th connection is reset, 3 times: more than one `docker push` attempt fails (it
-    # opens about 13 connections and does not retry a reset itself), then it gets through.
+    # Every 8th connection is reset, 3 times: the upload's requests and cosign's get through.
     with FaultProxy(mode="flaky", count=8, limit=3) as proxy:
         record = branch(f"{proxy.address}/{name}")
         local = built(record, tmp_path, images)
@@ -481,8 +531,6 @@ def test_a_push_and_its_signature_get_through_a_flaky_registry(
         result = push(
             record,
             RegistryClient(proxy.address, retry=policy),
-            docker=docker_cli(),
-            retry=policy,
             before_moving=lambda digest: sign(image.with_digest(digest), signing, retry=policy),
             log=lambda _: None,
         )
@@ -498,11 +546,11 @@ def test_a_push_and_its_signature_get_through_a_flaky_registry(
 
 
 @pytest.mark.engine
-def test_the_push_task_logs_in_and_pushes_one_index_to_registry_2_and_to_ghcr(
+def test_the_push_task_pushes_one_index_with_its_own_credentials_to_registry_2_and_to_ghcr(
     remote: Remote, tmp_path: Path, images: list[str]
 ) -> None:
-    """Through the ghcr.io model the task's own login (REGISTRY_USERNAME/PASSWORD, the password
-    on stdin) is the only way in: a fresh DOCKER_CONFIG holds nothing."""
+    """Through the ghcr.io model the task's own credentials (REGISTRY_USERNAME/PASSWORD, for
+    the registry client's token) are the only way in: a fresh DOCKER_CONFIG holds nothing."""
     record = branch(remote.ref)
     local = built(record, tmp_path, images)
     path = tmp_path / "image.toml"
