@@ -13,7 +13,10 @@ Modes (switchable at run time with ``configure``):
 - ``flaky``: reset every ``count``-th connection, ``limit`` times (-1: forever), so faults
   spread over every client however many connections each opens;
 - ``flaky_status``: the same, but that connection's request is answered ``status`` (with
-  ``retry_after``) instead of reset.
+  ``retry_after``) instead of reset;
+- ``lose_answer``: forward the request of the first ``count`` matching connections, let the
+  registry act on it, then reset the client instead of relaying the answer (the registry took
+  the write; the client never heard).
 
 ``skip`` lets that many connections pass before the faults start (``status`` and ``reset``:
 a fault at the n-th request, since urllib opens one connection per request); ``match`` (a
@@ -38,7 +41,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-MODES = ("pass", "reset", "status", "stall", "stall_after_bytes", "flaky", "flaky_status")
+MODES = (
+    "pass",
+    "reset",
+    "status",
+    "stall",
+    "stall_after_bytes",
+    "flaky",
+    "flaky_status",
+    "lose_answer",
+)
 REASONS = {
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -176,7 +188,7 @@ class FaultProxy:
             with self._lock:
                 self.connections += 1
             fault = "pass"
-        elif self.match is not None and self.mode in ("status", "reset"):
+        elif self.match is not None and self.mode in ("status", "reset", "lose_answer"):
             line = self._first_line(client)
             with self._lock:
                 self.requests.append(line.decode(errors="replace"))
@@ -192,6 +204,9 @@ class FaultProxy:
                 return
             if fault == "stall":
                 self._wait_released()
+                return
+            if fault == "lose_answer":
+                self._lose_answer(client)
                 return
             self._forward(client)
         except OSError:
@@ -252,6 +267,32 @@ class FaultProxy:
             "Connection: close\r\n\r\n"
         )
         client.sendall(head.encode() + body)
+
+    def _lose_answer(self, client: socket.socket) -> None:
+        """The request reaches the registry, which answers; the client gets a reset instead."""
+        upstream = socket.create_connection(self.target, timeout=30)
+        self._sockets.add(upstream)
+
+        def pump() -> None:
+            with contextlib.suppress(OSError):
+                while chunk := client.recv(65536):
+                    upstream.sendall(chunk)
+
+        pumping = threading.Thread(target=pump, daemon=True)
+        pumping.start()
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = upstream.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        upstream.close()
+        # A reset, not a close: linger 0, and the pump woken (SHUT_RD sends nothing) so that
+        # the close in _handle is the socket's last reference.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_RD)
+        pumping.join(timeout=5)
 
     def _forward(self, client: socket.socket) -> None:
         upstream = socket.create_connection(self.target, timeout=10)

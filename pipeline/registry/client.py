@@ -33,9 +33,9 @@ from pipeline.registry.transport import (
     AuthError,
     NotFoundError,
     Response,
-    error_detail,
     json_object,
     next_link,
+    response_error,
     status_error,
 )
 
@@ -171,37 +171,46 @@ class RegistryClient:
         return resp.body
 
     def upload_blob(self, repository: str, digest: str, data: bytes) -> bool:
-        """Monolithic blob upload (POST then PUT ?digest=); False if the repository has it."""
+        """Monolithic blob upload (POST then PUT ?digest=); False if the repository has it. A
+        PUT whose upload the registry no longer knows (it took the blob, then a reset cut its
+        answer off, and the retry found the session closed) looks again, then starts over once."""
         scope = f"repository:{repository}:pull,push"
-        try:
-            self._call(
-                "HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope, what=f"check {digest[:19]}"
-            )
+        if self._has_blob(repository, digest, scope):
             return False
+        for again in (False, True):
+            started = self._call(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                body=b"",
+                scope=scope,
+                what=f"start the upload of {digest[:19]} to {self.host}/{repository}",
+            )
+            location = urllib.parse.urlsplit(started.header("Location"))
+            if not location.path:
+                raise RegistryError(f"{self.host}/{repository}: the upload has no Location")
+            query = urllib.parse.urlencode({"digest": digest})
+            try:
+                self._call(
+                    "PUT",
+                    f"{location.path}?{location.query + '&' if location.query else ''}{query}",
+                    headers={"Content-Type": "application/octet-stream"},
+                    body=data,
+                    scope=scope,
+                    what=f"upload {digest[:19]} to {self.host}/{repository}",
+                )
+                return True
+            except NotFoundError:
+                if self._has_blob(repository, digest, scope):
+                    return True
+                if again:
+                    raise
+        return True  # not reached: the second pass returns or raises
+
+    def _has_blob(self, repository: str, digest: str, scope: str) -> bool:
+        try:
+            self._call("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope, what="check")
         except NotFoundError:
-            pass
-        started = self._call(
-            "POST",
-            f"/v2/{repository}/blobs/uploads/",
-            body=b"",
-            scope=scope,
-            what=f"start the upload of {digest[:19]} to {self.host}/{repository}",
-        )
-        location = started.header("Location")
-        if not location:
-            raise RegistryError(f"{self.host}/{repository}: the upload has no Location")
-        parsed = urllib.parse.urlsplit(location)
-        query = (parsed.query + "&" if parsed.query else "") + urllib.parse.urlencode(
-            {"digest": digest}
-        )
-        self._call(
-            "PUT",
-            f"{parsed.path}?{query}",
-            headers={"Content-Type": "application/octet-stream"},
-            body=data,
-            scope=scope,
-            what=f"upload {digest[:19]} to {self.host}/{repository}",
-        )
+            return False
         return True
 
     def image_config(self, repository: str, ref: str, platform: str = "") -> dict[str, Any]:
@@ -363,17 +372,7 @@ class RegistryClient:
             raise TransientRegistryError(f"{what or self.host}: {text}") from exc
 
     def _error(self, resp: Response, what: str) -> RegistryError:
-        detail = error_detail(resp.body)
-        where = what or self.host
-        if resp.status in (401, 403):
-            return AuthError(
-                f"{where}: {'unauthorized' if resp.status == 401 else 'forbidden'} "
-                f"(HTTP {resp.status}{': ' + detail if detail else ''})",
-                hint="check REGISTRY_USERNAME/REGISTRY_PASSWORD (or GITHUB_TOKEN for ghcr.io)",
-            )
-        if resp.status == 404:
-            return NotFoundError(f"{where}: not found (HTTP 404{': ' + detail if detail else ''})")
-        return status_error(resp.status, where, detail, resp.header("Retry-After"))
+        return response_error(resp, what or self.host)
 
 
 # --- constructors for the edge (values from settings and the environment, passed in) ---

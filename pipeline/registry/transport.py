@@ -115,3 +115,18 @@ def json_object(body: bytes, what: str, content_type: str = "") -> dict[str, Any
             hint="check the registry host: a proxy or a login page may be answering",
         )
     return data
+
+
+def response_error(resp: Response, where: str) -> RegistryError:
+    """The typed error of a failed answer: 401/403 point at the credentials, 404 is
+    ``NotFoundError``, the rest by status (transient or not, with ``Retry-After``)."""
+    detail = error_detail(resp.body)
+    if resp.status in (401, 403):
+        return AuthError(
+            f"{where}: {'unauthorized' if resp.status == 401 else 'forbidden'} "
+            f"(HTTP {resp.status}{': ' + detail if detail else ''})",
+            hint="check REGISTRY_USERNAME/REGISTRY_PASSWORD (or GITHUB_TOKEN for ghcr.io)",
+        )
+    if resp.status == 404:
+        return NotFoundError(f"{where}: not found (HTTP 404{': ' + detail if detail else ''})")
+    return status_error(resp.status, where, detail, resp.header("Retry-After"))

@@ -186,3 +186,21 @@ def test_a_stalled_upload_is_a_fault_stopped_after_the_stall_limit_not_push_time
             rf"upload sha256:[0-9a-f]{{12}} to {proxy.address}/{name}: timed out after 4s",
             caught.value.one_line(),
         )
+
+
+@pytest.mark.engine
+def test_a_blob_the_registry_took_before_its_answer_was_lost_is_not_uploaded_twice() -> None:
+    """The PUT reached the registry, which stored the blob and closed the upload; the answer
+    never arrived, so the retried PUT finds the upload gone (404): the blob is there, done."""
+    import hashlib
+
+    data = uuid.uuid4().bytes * 64
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    repo = f"test/{uuid.uuid4().hex[:12]}"
+    policy = RetryPolicy(attempts=3, max_seconds=20, initial=0.05, max_wait=0.2, jitter=0.0)
+    with FaultProxy() as proxy:
+        proxy.configure("lose_answer", 1, match=r"^PUT /v2/.*/blobs/uploads/")
+        client = RegistryClient(proxy.address, retry=policy)
+        assert client.upload_blob(repo, digest, data) is True
+        assert proxy.faults == 1
+    assert RegistryClient("127.0.0.1:5000").blob(repo, digest) == data
