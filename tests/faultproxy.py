@@ -35,6 +35,7 @@ import re
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -417,3 +418,26 @@ def push_image(ref: str, workdir: Path, **kw: object) -> str:
     finally:
         remove_images(ref)
     return digest
+
+
+def push_half_way(
+    proxy: FaultProxy, record: Path, root: Path, past: int, timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """``invoke docker.push --record RECORD`` in a session of its own, returned once more than
+    ``past`` bytes went up through ``proxy`` (a ``stall_after_bytes`` proxy then holds it)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "docker.push", "--record", str(record)],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while proxy.bytes_up <= past and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if proxy.bytes_up <= past:
+        process.kill()
+        process.wait()
+        raise AssertionError("the push never got half-way")
+    time.sleep(0.5)
+    return process

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy, build_image, remove_images
+from faultproxy import FaultProxy, build_image, push_half_way, remove_images
 
 from pipeline.build.record import BuildRecord
 from pipeline.children import StalledError, run_child
@@ -88,19 +88,8 @@ def test_killing_invoke_mid_push_never_lets_the_push_write_the_release_tag(
         build_image(f"{image}:v1.2.3", tmp_path, size=2_000_000, extra_tags=record.full_tags[1:])
         path = tmp_path / "image.toml"
         record.write(path)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "docker.push", "--record", str(path)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = push_half_way(proxy, path, ROOT, past=300_000, timeout=90)
         try:
-            deadline = time.monotonic() + 90
-            while proxy.bytes_up <= 300_000 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert proxy.bytes_up > 300_000, "the push never got half-way"
-            time.sleep(0.5)
             os.kill(process.pid, signal.SIGKILL)  # invoke only, not its process group
             process.wait()
             proxy.configure("pass")  # an orphaned push would now go through

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy, build_image, remove_images
+from faultproxy import FaultProxy, build_image, push_half_way, remove_images
 from fixtures_ghcr import Remote, docker_config
 
 from pipeline.build.record import BuildRecord
@@ -422,22 +421,9 @@ def test_a_push_killed_half_way_then_run_again_leaves_exactly_one_correct_index(
         local = built(record, tmp_path, images, size=2_000_000)
         path = tmp_path / "image.toml"
         record.write(path)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "docker.push", "--record", str(path)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while proxy.bytes_up <= 300_000 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert proxy.bytes_up > 300_000, "the push never got half-way"
-            time.sleep(0.5)
-        finally:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process = push_half_way(proxy, path, ROOT, past=300_000)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         direct = RegistryClient("127.0.0.1:5000", retry=FAST)
         assert direct.digest(name, "latest") is None
         proxy.configure("pass")
