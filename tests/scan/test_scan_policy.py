@@ -711,16 +711,20 @@ def test_docker_scan_reads_the_build_record_and_writes_every_report(
     assert f"sarif={out / 'scan.sarif'}\n" in outputs.read_text()
 
 
-@pytest.fixture
-def pushed_vulnerable(vulnerable_image: tuple[str, Path], scratch_repo: str) -> Iterator[str]:
-    tag, _ = vulnerable_image
-    pushed = f"{scratch_repo}:1.0.0"
-    subprocess.run(["docker", "tag", tag, pushed], check=True, capture_output=True)
+def _pushed(local: str, repo: str) -> Iterator[str]:
+    """``local`` pushed as ``repo:1.0.0``; the local tag removed afterwards."""
+    pushed = f"{repo}:1.0.0"
+    subprocess.run(["docker", "tag", local, pushed], check=True, capture_output=True)
     try:
         subprocess.run(["docker", "push", "-q", pushed], check=True, capture_output=True)
         yield pushed
     finally:
         _rmi(pushed)
+
+
+@pytest.fixture
+def pushed_vulnerable(vulnerable_image: tuple[str, Path], scratch_repo: str) -> Iterator[str]:
+    yield from _pushed(vulnerable_image[0], scratch_repo)
 
 
 @pytest.mark.engine
@@ -752,13 +756,7 @@ def test_docker_rescan_of_a_pushed_vulnerable_image_fails_the_gate(
 
 @pytest.fixture
 def pushed_project(project_image: str, scratch_repo: str) -> Iterator[str]:
-    pushed = f"{scratch_repo}:1.0.0"
-    subprocess.run(["docker", "tag", project_image, pushed], check=True, capture_output=True)
-    try:
-        subprocess.run(["docker", "push", "-q", pushed], check=True, capture_output=True)
-        yield pushed
-    finally:
-        _rmi(pushed)
+    yield from _pushed(project_image, scratch_repo)
 
 
 @pytest.mark.engine
