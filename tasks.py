@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from invoke.collection import Collection
 from invoke.config import Config
@@ -27,9 +27,11 @@ from invoke.tasks import task
 sys.dont_write_bytecode = sys.dont_write_bytecode and bool(sys.flags.dont_write_bytecode)
 
 from pipeline import flags as flags_help  # noqa: E402
-from pipeline.config import Settings, invoke_defaults, load_pyproject, load_settings  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.gitref import RefFlags  # noqa: E402
+from pipeline.project import invoke_defaults, load_pyproject  # noqa: E402
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 ROOT = Path(__file__).resolve().parent
 Body = TypeVar("Body", bound=Callable[..., None])
@@ -56,6 +58,8 @@ def edge(body: Body) -> Body:
 
 def settings(c: Context, **overrides: Any) -> Settings:
     """Validated settings from Invoke's config layers, then flags; paths from the project root."""
+    from pipeline.config import load_settings
+
     return load_settings(c.config.docker, ROOT, overrides)
 
 
@@ -66,7 +70,11 @@ def flags(values: dict[str, Any], *drop: str) -> dict[str, Any]:
     out = {k: v for k, v in out.items() if v is not None and not callable(v)}
     out = {k: v for k, v in out.items() if k != "c" and k not in drop}
     git = {k: out.pop(k) for k in GIT_FLAGS if k in out}
-    return {**out, "git": RefFlags.of(**git)} if git else out
+    if not git:
+        return out
+    from pipeline.gitref import RefFlags
+
+    return {**out, "git": RefFlags.of(**git)}
 
 
 def say(lines: Iterable[str]) -> None:
@@ -86,17 +94,7 @@ def project_config(system_prefix: str | None = None) -> Config:
     return config
 
 
-def _defaults() -> dict[str, Any]:
-    section = invoke_defaults(load_pyproject(ROOT / "pyproject.toml"))
-    # Invoke cannot cast an INVOKE_* variable onto a list: keep platforms a comma string.
-    if isinstance(section.get("platforms"), list):
-        section["platforms"] = ",".join(section["platforms"])
-    return section
-
-
 # --- docker: tags, build, test, merge ---
-
-docker = Collection("docker")
 
 
 @task(help=flags_help.TAGS, iterable=["released"])
@@ -113,6 +111,7 @@ def tags(
     format: str = "text",
 ) -> None:
     """Print the image tags, version and OCI labels for this commit or the given ref."""
+    from pipeline.gitref import RefFlags
     from pipeline.release.tags import image_tags, tag_lines
 
     git = RefFlags.of(event, ref, sha, pr, default_branch)
@@ -181,12 +180,6 @@ def docker_merge(
     say(merge_report(merged, os.environ))
 
 
-docker.add_task(tags)
-docker.add_task(docker_build)
-docker.add_task(docker_test)
-docker.add_task(docker_merge)
-
-
 @task(name="tag-moving", help=flags_help.TAG_MOVING)
 @edge
 def docker_tag_moving(
@@ -204,8 +197,6 @@ def docker_tag_moving(
     request = MovingRequest(**flags(locals(), "image"))
     say(tag_moving_request(request, settings=settings(c, image=image), environ=os.environ))
 
-
-docker.add_task(docker_tag_moving)
 
 # --- docker: scan (docker.scan, docker.rescan) ---
 
@@ -252,12 +243,7 @@ def rescan(
     run_scan(request, settings=settings(c), environ=os.environ)
 
 
-docker.add_task(scan)
-docker.add_task(rescan)
-
 # --- docker: the registry (push, sign, promote, rollback, prune, outdated, publish) ---
-
-flags_help.RECORD = "build record (default: [tool.pipeline] record, build/image.toml)"
 
 
 @task(name="push", help=flags_help.PUSH)
@@ -366,14 +352,7 @@ def registry_publish(
     publish_and_report(request, root=ROOT, settings=settings(c, image=image), environ=os.environ)
 
 
-for _task in (registry_push, registry_publish, registry_sign, registry_promote):
-    docker.add_task(_task)
-for _task in (registry_rollback, registry_prune, registry_outdated):
-    docker.add_task(_task)
-
 # --- deploy (deploy.local, deploy.down, deploy.render, deploy.k8s, deploy.rollback) ---
-
-deploy = Collection("deploy")
 
 
 @task(name="local", help=flags_help.DEPLOY_LOCAL)
@@ -454,9 +433,6 @@ def deploy_rollback(
     rollback_env(request, root=ROOT, settings=settings(c), environ=os.environ)
 
 
-for _task in (deploy_local, deploy_down, deploy_render, deploy_k8s, deploy_rollback):
-    deploy.add_task(_task)
-
 # --- report, notify ---
 
 
@@ -492,8 +468,6 @@ def notify(c: Context, workflow: str | None = None, needs: str = "") -> None:
 
 # --- lint (lint.actions, lint.dockerfile) ---
 
-lint = Collection("lint")
-
 
 @task(name="actions")
 @edge
@@ -514,12 +488,7 @@ def lint_dockerfile(c: Context, dockerfile: str | None = None) -> None:
     print(lint_dockerfile(Path(dockerfile) if dockerfile else Path(settings(c).dockerfile), ROOT))
 
 
-lint.add_task(lint_actions)
-lint.add_task(lint_dockerfile)
-
 # --- bench (bench.tags, bench.gateway, bench.build) ---
-
-bench = Collection("bench")
 
 
 @task(name="tags", help=flags_help.BENCH_TAGS)
@@ -568,9 +537,6 @@ def bench_build(c: Context, starts: int = 5) -> None:
     print(f"{sum(f.ok for f in figures)}/{len(figures)} figures within target")
 
 
-for _task in (bench_tags, bench_gateway, bench_build):
-    bench.add_task(_task)
-
 # --- checks ---
 
 
@@ -587,12 +553,15 @@ def test(
 
 # --- the namespace ---
 
-ns = Collection()
-ns.add_collection(docker)
-ns.add_collection(deploy)
-ns.add_collection(lint)
-ns.add_collection(bench)
-ns.add_task(report)
-ns.add_task(notify)
-ns.add_task(test)
-ns.configure({"docker": _defaults()})
+docker = Collection("docker", tags, docker_build, docker_test, docker_merge, docker_tag_moving)
+for _task in (scan, rescan, registry_push, registry_publish, registry_sign, registry_promote):
+    docker.add_task(_task)
+for _task in (registry_rollback, registry_prune, registry_outdated):
+    docker.add_task(_task)
+deploy = Collection("deploy", deploy_local, deploy_down, deploy_render, deploy_k8s)
+deploy.add_task(deploy_rollback)
+lint = Collection("lint", lint_actions, lint_dockerfile)
+bench = Collection("bench", bench_tags, bench_gateway, bench_build)
+ns = Collection(docker, deploy, lint, bench, report, notify, test)
+pyproject = load_pyproject(ROOT / "pyproject.toml", write_cache=not sys.dont_write_bytecode)
+ns.configure({"docker": invoke_defaults(pyproject)})

@@ -7,13 +7,15 @@ import json
 import re
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.clock import parse_utc
 from pipeline.errors import ContextError, UsageError
 
+# Every read here is a query: ``--no-optional-locks`` keeps ``git status`` from refreshing the
+# index under a lock, so a concurrent ``git commit`` never fails on index.lock (and it is faster).
+GIT = ("git", "--no-optional-locks", "-C")
 EVENTS = ("push", "pull_request", "pull_request_target", "workflow_dispatch", "schedule", "local")
 # Pattern strings: ``re`` compiles them on first use, so a run that never checks one never pays.
 _SHA = r"^[0-9a-fA-F]{7,64}$"
@@ -21,8 +23,7 @@ _PR_REF = r"^refs/pull/(\d+)/(?:merge|head)$"
 _BAD_REF = r"[\s~^:?*\[\\\x00-\x1f\x7f]|\.\.|@\{|//|^/|/\.|^\."
 
 
-@dataclass(frozen=True)
-class ReleaseContext:
+class ReleaseContext(NamedTuple):
     """The facts the tags and labels are computed from.
 
     ``ref`` is a full git ref (``refs/heads/main``, ``refs/tags/v1.2.3``, ``refs/pull/42/merge``);
@@ -145,13 +146,13 @@ class ReleaseContext:
             changes["event"] = "pull_request"
         elif ref is not None and self.event == "local":
             changes["event"] = "push"
-        new = replace(self, **changes)
+        new = self._replace(**changes)
         if new.event != "local":
-            new = replace(new, dirty=False)
+            new = new._replace(dirty=False)
         if new.is_pull_request and new.pr_number is None:
             raise UsageError("a pull_request event needs a number: pass --pr N")
         if new.is_pull_request and new.pr_head_sha is None:
-            new = replace(new, pr_head_sha=new.sha)
+            new = new._replace(pr_head_sha=new.sha)
         return new
 
 
@@ -215,7 +216,7 @@ def _iso_to_epoch(value: Any) -> int | None:
 def _git(path: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(path), *args], capture_output=True, text=True, check=False
+            [*GIT, str(path), *args], capture_output=True, text=True, check=False
         )
     except FileNotFoundError:
         return None
@@ -227,7 +228,7 @@ def _git_all(path: Path, *commands: tuple[str, ...]) -> list[str | None]:
     try:
         running = [
             subprocess.Popen(
-                ["git", "-C", str(path), *args],
+                [*GIT, str(path), *args],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
@@ -281,8 +282,7 @@ def _https_url(url: str) -> str:
     return public_url(url)
 
 
-@dataclass(frozen=True)
-class RefFlags:
+class RefFlags(NamedTuple):
     """The five git flags every task that names a build takes (``--event --ref --sha --pr
     --default-branch``); ``None`` means "from GitHub's environment or the checkout"."""
 
@@ -325,9 +325,9 @@ def resolve(environ: Mapping[str, str], cwd: Path, flags: RefFlags | None = None
     if epoch:
         if not epoch.isdigit():
             raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r}: expected seconds since 1970")
-        context = replace(context, commit_time=int(epoch))
+        context = context._replace(commit_time=int(epoch))
     elif context.commit_time is None:
         time = _git(cwd, "show", "-s", "--format=%ct", context.sha)
         if time and time.isdigit():
-            context = replace(context, commit_time=int(time))
+            context = context._replace(commit_time=int(time))
     return context

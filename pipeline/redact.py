@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_ASSIGNED = re.compile(r"(?i)\b(password|passwd|token|secret|api[_-]?key)=\S+")
-_GITHUB_TOKEN = re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{10,}|github_pat_[A-Za-z0-9_]{20,})\b")
+# Pattern strings: ``re`` compiles (and caches) them on the first ``redact``, so a run that only
+# needs ``public_url`` (every `invoke docker.tags`) never pays for them.
+_URL_CREDENTIALS = r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@"
+_ASSIGNED = r"(?i)\b(password|passwd|token|secret|api[_-]?key)=\S+"
+_GITHUB_TOKEN = r"\b(gh[pousr]_[A-Za-z0-9]{10,}|github_pat_[A-Za-z0-9_]{20,})\b"
 
 
 def public_url(url: str) -> str:
@@ -36,6 +38,6 @@ def public_url(url: str) -> str:
 
 def redact(text: str) -> str:
     """Free text (stderr, a log line, an argv element) with credentials masked."""
-    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
-    text = _ASSIGNED.sub(r"\1=***", text)
-    return _GITHUB_TOKEN.sub("***", text)
+    text = re.sub(_URL_CREDENTIALS, r"\g<scheme>***@", text)
+    text = re.sub(_ASSIGNED, r"\1=***", text)
+    return re.sub(_GITHUB_TOKEN, "***", text)

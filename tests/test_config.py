@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, invoke_defaults, load_pyproject
+from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.project import invoke_defaults, load_pyproject
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +35,6 @@ def test_unknown_keys_are_kept_for_other_modules() -> None:
     }
 
 
-def test_a_missing_pyproject_is_an_empty_project(tmp_path: Path) -> None:
-    assert load_pyproject(tmp_path / "pyproject.toml") == {}
-
-
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -55,13 +52,6 @@ def test_bad_settings_are_one_line_config_errors(data: dict[str, object], messag
         Settings.from_mapping(data)
     assert caught.value.one_line().startswith(message)
     assert caught.value.exit_code == 2
-
-
-def test_an_invalid_pyproject_is_a_config_error(tmp_path: Path) -> None:
-    bad = tmp_path / "pyproject.toml"
-    bad.write_text("[tool.pipeline\n")
-    with pytest.raises(ConfigError, match="invalid TOML"):
-        load_pyproject(bad)
 
 
 # --- one loader, Invoke's layers, paths from the project root ---

@@ -185,7 +185,7 @@ def run_bench(
 ) -> list[Figure]:
     """Every figure of the bench; the builds' records are reported as they finish."""
     run_id = uuid.uuid4().hex[:8]
-    bench_settings = replace(settings, image=f"pipeline-bench/gateway-{run_id}")
+    bench_settings = settings._replace(image=f"pipeline-bench/gateway-{run_id}")
     context, tags = image_tags(environ, root, bench_settings)
     host = engine.daemon_info().platform
     tmp = Path(tempfile.mkdtemp(prefix="bench-build-"))

@@ -6,14 +6,14 @@ pushes an image only reads them, from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 LABEL = "org.opencontainers.image."
 
 
-@dataclass(frozen=True)
-class ImageTags:
+class ImageTags(NamedTuple):
     """What one build is called: the version, its tags (names only), labels, and whether it
     takes ``latest``. ``immutable`` are the release-version tags that must never move;
     ``unique`` name one commit (``main-abc1234``) and are written with them, before the rest."""
@@ -21,7 +21,7 @@ class ImageTags:
     image: str
     version: str
     tag_names: tuple[str, ...]
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = MappingProxyType({})
     latest: bool = False
     immutable: tuple[str, ...] = ()
     unique: tuple[str, ...] = ()

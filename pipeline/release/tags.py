@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pipeline.clock import utc_from_epoch
 from pipeline.config import Settings, TagPolicy
@@ -35,8 +34,7 @@ SEMVER = (
 )
 
 
-@dataclass(frozen=True)
-class SemVer:
+class SemVer(NamedTuple):
     """A release version parsed from a git tag; build metadata is dropped."""
 
     major: int
@@ -106,8 +104,7 @@ def highest_stable(released: Iterable[str]) -> SemVer | None:
     return max(versions, key=SemVer.sort_key, default=None)
 
 
-@dataclass(frozen=True)
-class _Names:
+class _Names(NamedTuple):
     names: list[str]
     version: str
     latest: bool = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -43,7 +42,7 @@ def local(branch: str | None, dirty: bool = False) -> ReleaseContext:
 
 
 def policy(**tags: Any) -> Settings:
-    return Settings(image="ghcr.io/acme/api-gateway", tags=replace(TagPolicy(), **tags))
+    return Settings(image="ghcr.io/acme/api-gateway", tags=TagPolicy()._replace(**tags))
 
 
 DEFAULT = policy()
@@ -551,7 +550,7 @@ def test_highest_stable_ignores_pre_releases_and_junk() -> None:
 
 
 def test_labels_use_the_commit_time_not_the_clock() -> None:
-    context = replace(push("refs/tags/v1.2.3"), commit_time=1764000000, source="https://x/y")
+    context = push("refs/tags/v1.2.3")._replace(commit_time=1764000000, source="https://x/y")
     settings = Settings(
         image="ghcr.io/acme/api-gateway",
         title="api-gateway",
@@ -572,5 +571,5 @@ def test_labels_use_the_commit_time_not_the_clock() -> None:
 
 
 def test_two_computations_of_one_commit_are_identical() -> None:
-    context = replace(push("refs/heads/main"), commit_time=1764000000)
+    context = push("refs/heads/main")._replace(commit_time=1764000000)
     assert compute_tags(context, DEFAULT) == compute_tags(context, DEFAULT)
