@@ -111,14 +111,11 @@ def tags(
     format: str = "text",
 ) -> None:
     """Print the image tags, version and OCI labels for this commit or the given ref."""
-    from pipeline.gitref import RefFlags, start_reads
-
-    reads = start_reads(os.environ, Path.cwd())  # git runs while the settings load
+    from pipeline.gitref import RefFlags
     from pipeline.release.tags import image_tags, tag_lines
 
     git = RefFlags.of(event, ref, sha, pr, default_branch)
-    tagging = settings(c, image=image)
-    _, result = image_tags(os.environ, Path.cwd(), tagging, git, released or (), reads)
+    _, result = image_tags(os.environ, Path.cwd(), settings(c, image=image), git, released or ())
     say(tag_lines(result, format, os.environ))
 
 

@@ -85,10 +85,18 @@ class ReleaseContext(NamedTuple):
         )
 
     @classmethod
-    def from_git(cls, path: Path, reads: GitReads | None = None) -> ReleaseContext:
-        """From the local checkout: branch, HEAD, dirtiness and commit time, from ``reads``
-        (started earlier by the caller) or from reads started now."""
-        status, time, url = (reads or GitReads(path)).result()
+    def from_git(cls, path: Path) -> ReleaseContext:
+        """From the local checkout: branch, HEAD, dirtiness and commit time.
+
+        Three ``git`` processes, run at once: ``status --porcelain=v2 --branch`` gives HEAD, the
+        branch and the dirtiness in one call; the commit time and the remote are one call each.
+        """
+        status, time, url = _git_all(
+            path,
+            ("status", "--porcelain=v2", "--branch", "--no-ahead-behind"),
+            ("show", "-s", "--format=%ct", "HEAD"),
+            ("remote", "get-url", "origin"),
+        )
         head = _parse_status(path, status)
         if head is None:
             raise ContextError(
@@ -207,54 +215,33 @@ def _iso_to_epoch(value: Any) -> int | None:
 
 def _git(path: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run([*GIT, str(path), *args], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [*GIT, str(path), *args], capture_output=True, text=True, check=False
+        )
     except FileNotFoundError:
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-class GitReads:
-    """What ``ReleaseContext.from_git`` reads from a checkout, as three ``git`` processes started
-    together on construction: ``status --porcelain=v2 --branch`` (HEAD, the branch and the
-    dirtiness in one call), the commit time, and the remote. ``result`` waits for them. Started
-    before the caller's own work (imports, settings), git runs while Python does."""
-
-    COMMANDS = (
-        ("status", "--porcelain=v2", "--branch", "--no-ahead-behind"),
-        ("show", "-s", "--format=%ct", "HEAD"),
-        ("remote", "get-url", "origin"),
-    )
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self._running: list[subprocess.Popen[str]] | None = [
-                subprocess.Popen(
-                    [*GIT, str(path), *args],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    text=True,
-                )
-                for args in self.COMMANDS
-            ]
-        except FileNotFoundError:  # no git at all: every read fails
-            self._running = None
-
-    def result(self) -> list[str | None]:
-        """Each command's output, stripped; None for one that failed."""
-        if self._running is None:
-            return [None] * len(self.COMMANDS)
-        results: list[str | None] = []
-        for process in self._running:
-            stdout, _ = process.communicate()
-            results.append(stdout.strip() if process.returncode == 0 else None)
-        return results
-
-
-def start_reads(environ: Mapping[str, str], cwd: Path) -> GitReads | None:
-    """The checkout's reads, begun now for a later ``resolve``; None in GitHub Actions, whose
-    variables say it all."""
-    return None if environ.get("GITHUB_ACTIONS") == "true" else GitReads(cwd)
+def _git_all(path: Path, *commands: tuple[str, ...]) -> list[str | None]:
+    """Like ``_git`` for each command, the commands running concurrently."""
+    try:
+        running = [
+            subprocess.Popen(
+                [*GIT, str(path), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            for args in commands
+        ]
+    except FileNotFoundError:
+        return [None] * len(commands)
+    results: list[str | None] = []
+    for process in running:
+        stdout, _ = process.communicate()
+        results.append(stdout.strip() if process.returncode == 0 else None)
+    return results
 
 
 def _parse_status(path: Path, status: str | None) -> tuple[str, str | None, bool] | None:
@@ -318,15 +305,9 @@ class RefFlags(NamedTuple):
         return cls(event, ref, sha, int(pr) if pr is not None else None, default_branch)
 
 
-def resolve(
-    environ: Mapping[str, str],
-    cwd: Path,
-    flags: RefFlags | None = None,
-    reads: GitReads | None = None,
-) -> ReleaseContext:
-    """The edge: GitHub's environment in Actions, else the local checkout (through ``reads``,
-    from ``start_reads``, when given), else flags alone; then the flags, then
-    ``SOURCE_DATE_EPOCH``."""
+def resolve(environ: Mapping[str, str], cwd: Path, flags: RefFlags | None = None) -> ReleaseContext:
+    """The edge: GitHub's environment in Actions, else the local checkout, else flags alone;
+    then the flags, then ``SOURCE_DATE_EPOCH``."""
     flags = flags or RefFlags()
     event, ref, sha, pr = flags.event, flags.ref, flags.sha, flags.pr
     default_branch = flags.default_branch
@@ -334,7 +315,7 @@ def resolve(
         context = ReleaseContext.from_env(environ)
     else:
         try:
-            context = ReleaseContext.from_git(cwd, reads)
+            context = ReleaseContext.from_git(cwd)
         except ContextError:
             if sha is None and ref is None and pr is None and event is None:
                 raise

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from pipeline.clock import utc_from_epoch
 from pipeline.config import Settings, TagPolicy
 from pipeline.errors import InvalidRefError, UsageError
-from pipeline.gitref import GitReads, RefFlags, ReleaseContext, resolve
+from pipeline.gitref import RefFlags, ReleaseContext, resolve
 from pipeline.oci.labels import LABEL, ImageTags
 
 if TYPE_CHECKING:
@@ -204,12 +204,10 @@ def image_tags(
     settings: Settings,
     flags: RefFlags | None = None,
     released: Iterable[str] = (),
-    reads: GitReads | None = None,
 ) -> tuple[ReleaseContext, ImageTags]:
     """The build context, and the tags, version and labels ``docker.tags`` prints for it:
-    ``pipeline.gitref.resolve`` (with the checkout's ``reads``, if started) then
-    ``compute_tags``."""
-    context = resolve(environ, cwd, flags, reads)
+    ``pipeline.gitref.resolve`` then ``compute_tags``."""
+    context = resolve(environ, cwd, flags)
     return context, compute_tags(context, settings, released)
 
 
