@@ -1,6 +1,6 @@
 """The Invoke namespace: each task reads its flags, builds one request (the git flags as one
 ``RefFlags``), calls one ``pipeline`` function and prints what it returns; errors become one
-line at one edge (``edge``). Heavy libraries are imported inside tasks, so `invoke --list` and
+line at one edge (``Command``). Heavy libraries are imported inside tasks, so `invoke --list` and
 `invoke docker.tags` stay fast. Flag help: ``pipeline.flags``; settings: ``[tool.pipeline]``
 through Invoke's config layers (``INVOKE_DOCKER_IMAGE=...`` or a flag overrides them)."""
 
@@ -11,13 +11,13 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.config import Config
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 
 # Invoke turns bytecode writing off before it loads this file (its --write-pyc flag, off by
 # default) to keep a tasks.pyc out of the tree. ``pipeline`` is an ordinary library and should be
@@ -34,26 +34,26 @@ if TYPE_CHECKING:
     from pipeline.config import Settings
 
 ROOT = Path(__file__).resolve().parent
-Body = TypeVar("Body", bound=Callable[..., None])
 GIT_FLAGS = ("event", "ref", "sha", "pr", "default_branch")
 
 
 # --- the edge ---
 
 
-def edge(body: Body) -> Body:
-    """Typed pipeline errors become one actionable line and their exit code; no traceback."""
+class Command(Task[Callable[..., None]]):
+    """A task at the edge: typed pipeline errors become one actionable line and their exit
+    code, with no traceback."""
 
-    @functools.wraps(body)
-    def run(*args: Any, **kwargs: Any) -> None:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            body(*args, **kwargs)
+            return super().__call__(*args, **kwargs)
         except PipelineError as exc:
             raise Exit(f"error: {exc.one_line()}", code=exc.exit_code) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
 
-    return cast(Body, run)
+
+command = functools.partial(task, klass=Command)
 
 
 def settings(c: Context, **overrides: Any) -> Settings:
@@ -97,8 +97,7 @@ def project_config(system_prefix: str | None = None) -> Config:
 # --- docker: tags, build, test, merge ---
 
 
-@task(help=flags_help.TAGS, iterable=["released"])
-@edge
+@command(help=flags_help.TAGS, iterable=["released"])
 def tags(
     c: Context,
     ref: str | None = None,
@@ -119,8 +118,7 @@ def tags(
     say(tag_lines(result, format, os.environ))
 
 
-@task(name="build", help=flags_help.BUILD, iterable=["platform", "build_arg"])
-@edge
+@command(name="build", help=flags_help.BUILD, iterable=["platform", "build_arg"])
 def docker_build(
     c: Context,
     platform: list[str] | None = None,
@@ -146,8 +144,7 @@ def docker_build(
     say(build_image(request, root=ROOT, settings=settings(c, image=image), environ=os.environ))
 
 
-@task(name="test", help=flags_help.DOCKER_TEST)
-@edge
+@command(name="test", help=flags_help.DOCKER_TEST)
 def docker_test(c: Context, record: str | None = None, arm64: bool = True) -> None:
     """Run the built image (from the build record) and check it against real containers."""
     from pipeline.build.containertest import run_record
@@ -155,8 +152,7 @@ def docker_test(c: Context, record: str | None = None, arm64: bool = True) -> No
     run_record(ROOT / (record or settings(c).record), arm64=arm64, report=print)
 
 
-@task(name="merge", help=flags_help.MERGE, iterable=["digest", "platform"])
-@edge
+@command(name="merge", help=flags_help.MERGE, iterable=["digest", "platform"])
 def docker_merge(
     c: Context,
     digest: list[str] | None = None,
@@ -180,8 +176,7 @@ def docker_merge(
     say(merge_report(merged, os.environ))
 
 
-@task(name="tag-moving", help=flags_help.TAG_MOVING)
-@edge
+@command(name="tag-moving", help=flags_help.TAG_MOVING)
 def docker_tag_moving(
     c: Context,
     digest: str = "",
@@ -201,8 +196,7 @@ def docker_tag_moving(
 # --- docker: scan (docker.scan, docker.rescan) ---
 
 
-@task(help=flags_help.SCAN)
-@edge
+@command(help=flags_help.SCAN)
 def scan(
     c: Context,
     severity: str | None = None,
@@ -221,8 +215,7 @@ def scan(
     run_scan(ScanRequest(**flags(locals())), settings=settings(c), environ=os.environ)
 
 
-@task(help=flags_help.RESCAN)
-@edge
+@command(help=flags_help.RESCAN)
 def rescan(
     c: Context,
     ref: str,
@@ -246,8 +239,7 @@ def rescan(
 # --- docker: the registry (push, sign, promote, rollback, prune, outdated, publish) ---
 
 
-@task(name="push", help=flags_help.PUSH)
-@edge
+@command(name="push", help=flags_help.PUSH)
 def registry_push(
     c: Context, record: str | None = None, by_digest: bool = False, digests_dir: str = ""
 ) -> None:
@@ -260,8 +252,7 @@ def registry_push(
     say(push_task(request, root=ROOT, settings=settings(c), environ=os.environ))
 
 
-@task(name="sign", help=flags_help.SIGN)
-@edge
+@command(name="sign", help=flags_help.SIGN)
 def registry_sign(
     c: Context, ref: str | None = None, record: str | None = None, verify: bool = False
 ) -> None:
@@ -273,8 +264,7 @@ def registry_sign(
     print(sign_image(ref, path, settings=s, environ=os.environ, verify_only=verify))
 
 
-@task(name="promote", help=flags_help.PROMOTE)
-@edge
+@command(name="promote", help=flags_help.PROMOTE)
 def registry_promote(
     c: Context,
     to: str = "",
@@ -289,8 +279,7 @@ def registry_promote(
     print(promote_request(request, root=ROOT, settings=settings(c), environ=os.environ))
 
 
-@task(name="rollback", help=flags_help.ROLLBACK)
-@edge
+@command(name="rollback", help=flags_help.ROLLBACK)
 def registry_rollback(
     c: Context, env: str = "", to: str | None = None, image: str | None = None
 ) -> None:
@@ -301,8 +290,7 @@ def registry_rollback(
     print(promote_request(request, root=ROOT, settings=settings(c), environ=os.environ))
 
 
-@task(name="prune", help=flags_help.PRUNE)
-@edge
+@command(name="prune", help=flags_help.PRUNE)
 def registry_prune(
     c: Context, keep: int = 10, days: int = 30, yes: bool = False, image: str | None = None
 ) -> None:
@@ -313,8 +301,7 @@ def registry_prune(
     prune_images(request, settings=settings(c, image=image), environ=os.environ)
 
 
-@task(name="outdated", help=flags_help.OUTDATED)
-@edge
+@command(name="outdated", help=flags_help.OUTDATED)
 def registry_outdated(c: Context, ref: str | None = None, record: str | None = None) -> None:
     """Exit 1 if the base image moved since the image was built (0 when current)."""
     from pipeline.release.outdated import outdated_status
@@ -326,8 +313,7 @@ def registry_outdated(c: Context, ref: str | None = None, record: str | None = N
         raise Exit(code=1)
 
 
-@task(name="publish", help=flags_help.PUBLISH, iterable=["platform"])
-@edge
+@command(name="publish", help=flags_help.PUBLISH, iterable=["platform"])
 def registry_publish(
     c: Context,
     push: bool = True,
@@ -355,8 +341,7 @@ def registry_publish(
 # --- deploy (deploy.local, deploy.down, deploy.render, deploy.k8s, deploy.rollback) ---
 
 
-@task(name="local", help=flags_help.DEPLOY_LOCAL)
-@edge
+@command(name="local", help=flags_help.DEPLOY_LOCAL)
 def deploy_local(
     c: Context,
     image: str | None = None,
@@ -380,8 +365,7 @@ def deploy_local(
     )
 
 
-@task(name="down", help=flags_help.DEPLOY_DOWN)
-@edge
+@command(name="down", help=flags_help.DEPLOY_DOWN)
 def deploy_down(c: Context, project: str | None = None) -> None:
     """Remove everything deploy.local started: containers, networks, volumes, built images."""
     from pipeline.deploy.compose import deploy_down
@@ -389,8 +373,7 @@ def deploy_down(c: Context, project: str | None = None) -> None:
     print(deploy_down(project, root=ROOT, settings=settings(c), environ=os.environ))
 
 
-@task(name="render", help=flags_help.RENDER)
-@edge
+@command(name="render", help=flags_help.RENDER)
 def deploy_render(c: Context, env: str, image: str | None = None, out: str | None = None) -> None:
     """Render the Kubernetes manifests for an environment with the image pinned by digest."""
     from pipeline.deploy.environments import render_env, render_lines
@@ -398,8 +381,7 @@ def deploy_render(c: Context, env: str, image: str | None = None, out: str | Non
     say(render_lines(render_env(env, image, out, root=ROOT, settings=settings(c))))
 
 
-@task(name="k8s", help=flags_help.K8S)
-@edge
+@command(name="k8s", help=flags_help.K8S)
 def deploy_k8s(
     c: Context,
     env: str,
@@ -416,8 +398,7 @@ def deploy_k8s(
     deploy_env(request, root=ROOT, settings=settings(c), environ=os.environ)
 
 
-@task(name="rollback", help=flags_help.DEPLOY_ROLLBACK)
-@edge
+@command(name="rollback", help=flags_help.DEPLOY_ROLLBACK)
 def deploy_rollback(
     c: Context,
     env: str,
@@ -436,8 +417,7 @@ def deploy_rollback(
 # --- report, notify ---
 
 
-@task(help=flags_help.REPORT)
-@edge
+@command(help=flags_help.REPORT)
 def report(
     c: Context,
     last: int = 20,
@@ -455,8 +435,7 @@ def report(
     say(report_history(request, root=ROOT, settings=settings(c), environ=os.environ))
 
 
-@task(help=flags_help.NOTIFY)
-@edge
+@command(help=flags_help.NOTIFY)
 def notify(c: Context, workflow: str | None = None, needs: str = "") -> None:
     """Post a workflow run's outcome, job by job, to NOTIFY_WEBHOOK_URL (Slack-compatible).
 
@@ -469,8 +448,7 @@ def notify(c: Context, workflow: str | None = None, needs: str = "") -> None:
 # --- lint (lint.actions, lint.dockerfile) ---
 
 
-@task(name="actions")
-@edge
+@command(name="actions")
 def lint_actions(c: Context) -> None:
     """Lint the workflows, the composite actions and dependabot.yml: actionlint, zizmor
     --offline, and check-jsonschema with its builtin GitHub schemas; all must be clean."""
@@ -479,8 +457,7 @@ def lint_actions(c: Context) -> None:
     print(lint_actions(ROOT))
 
 
-@task(name="dockerfile", help=flags_help.LINT_DOCKERFILE)
-@edge
+@command(name="dockerfile", help=flags_help.LINT_DOCKERFILE)
 def lint_dockerfile(c: Context, dockerfile: str | None = None) -> None:
     """Lint the Dockerfile with hadolint."""
     from pipeline.lint import lint_dockerfile
@@ -491,8 +468,7 @@ def lint_dockerfile(c: Context, dockerfile: str | None = None) -> None:
 # --- bench (bench.tags, bench.gateway, bench.build) ---
 
 
-@task(name="tags", help=flags_help.BENCH_TAGS)
-@edge
+@command(name="tags", help=flags_help.BENCH_TAGS)
 def bench_tags(c: Context, runs: int = 20) -> None:
     """Time `invoke docker.tags --format json` as a whole process, against its floor.
 
@@ -504,8 +480,7 @@ def bench_tags(c: Context, runs: int = 20) -> None:
     bench_tags(ROOT, int(runs))
 
 
-@task(name="gateway", help=flags_help.BENCH_GATEWAY)
-@edge
+@command(name="gateway", help=flags_help.BENCH_GATEWAY)
 def bench_gateway(
     c: Context,
     seconds: float = 0,
@@ -527,8 +502,7 @@ def bench_gateway(
     print(bench_gateway(request, Path(settings(c).record)))
 
 
-@task(name="build", help=flags_help.BENCH_BUILD)
-@edge
+@command(name="build", help=flags_help.BENCH_BUILD)
 def bench_build(c: Context, starts: int = 5) -> None:
     """Print build figures: cold vs. cached rebuilds, multi-arch cost, image size, start time."""
     from pipeline.bench.build import run_bench
@@ -540,8 +514,7 @@ def bench_build(c: Context, starts: int = 5) -> None:
 # --- checks ---
 
 
-@task(help=flags_help.TEST)
-@edge
+@command(help=flags_help.TEST)
 def test(
     c: Context, engine: bool = True, k: str | None = None, path: str = "tests", lint: bool = True
 ) -> None:
