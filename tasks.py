@@ -7,6 +7,7 @@ through Invoke's config layers (``INVOKE_DOCKER_IMAGE=...`` or a flag overrides 
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -538,3 +539,8 @@ bench = Collection("bench", bench_tags, bench_gateway, bench_build)
 ns = Collection(docker, deploy, lint, bench, report, notify, test)
 pyproject = load_pyproject(ROOT / "pyproject.toml", write_cache=not sys.dont_write_bytecode)
 ns.configure({"docker": invoke_defaults(pyproject)})
+
+# Everything loaded so far (Invoke and its imports, this namespace, the settings) lives until the
+# process exits: move it out of the cyclic collector's sight, so neither its collections during
+# the task nor the full one at exit walk it again. ~20% of a short task's wall time.
+gc.freeze()

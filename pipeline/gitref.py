@@ -215,9 +215,7 @@ def _iso_to_epoch(value: Any) -> int | None:
 
 def _git(path: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(
-            [*GIT, str(path), *args], capture_output=True, text=True, check=False
-        )
+        out = subprocess.run([*GIT, str(path), *args], capture_output=True, text=True, check=False)
     except FileNotFoundError:
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -225,3 +225,20 @@ def test_the_pipeline_library_gets_bytecode_but_tasks_py_does_not(
             "release/tags",
         ]
     )
+
+
+def test_loading_the_tasks_moves_everything_loaded_out_of_the_collectors_sight() -> None:
+    """tasks.py ends with gc.freeze(): Invoke, its imports and the namespace are never walked
+    again, neither by the collections during a task nor by the full one at exit."""
+    program = (
+        "import contextlib, gc, io\n"
+        "from invoke.main import program\n"
+        "before = gc.get_freeze_count()\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    program.run(['invoke', '--list'], exit=False)\n"
+        "print(before, gc.get_freeze_count() > 10_000, len(gc.get_objects()) < 5_000)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.split() == ["0", "True", "True"]

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.timing import compile_bytecode, fresh_bytecode, time_paired, time_process
+from pipeline.bench.timing import (
+    compile_bytecode,
+    fresh_bytecode,
+    median_ratio,
+    time_in_turn,
+    time_process,
+)
 from pipeline.errors import CommandError
 
 
@@ -40,15 +46,15 @@ def test_a_failing_timed_command_is_an_error_with_its_stderr() -> None:
         time_process([sys.executable, "-c", "raise SystemExit(3)"], runs=1, warmup=0)
 
 
-def test_paired_timing_runs_both_commands_in_turn_and_gives_the_median_ratio(
+def test_commands_timed_in_turn_run_round_by_round_and_compare_by_median_ratio(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "order"
     append = "import sys; open(sys.argv[1], 'a').write(sys.argv[2])"
     slow = [sys.executable, "-c", append + "; import time; time.sleep(0.05)", str(log), "s"]
     fast = [sys.executable, "-c", append, str(log), "f"]
-    paired = time_paired(slow, fast, runs=3, warmup=1)
+    subject, floor = time_in_turn([slow, fast], runs=3, warmup=1)
     assert log.read_text() == "sfsfsfsf"
-    assert (paired.subject.runs, paired.floor.runs) == (3, 3)
-    assert paired.ratio > 1
-    assert paired.subject.median > paired.floor.median
+    assert (len(subject), len(floor)) == (3, 3)
+    assert median_ratio(subject, floor) > 1
+    assert median_ratio([2.0, 3.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
