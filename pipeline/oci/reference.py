@@ -1,5 +1,5 @@
-"""Image references: ``host/repository[:tag][@digest]``, the one parser in the tree, and the
-digest and loopback rules that go with it (pure)."""
+"""Image references: ``host/repository[:tag][@digest]``, the one parser in the tree (on the name
+grammar of ``pipeline.oci.name``), and the digest and loopback rules that go with it (pure)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from pipeline.errors import RegistryError, UsageError
+from pipeline.oci.name import is_host, is_repository
 
 DOCKER_HUB = "docker.io"
 
@@ -82,8 +83,13 @@ def parse_reference(text: str) -> Reference:
         raise RegistryError(f"{text!r}: no repository name", hint="use HOST/NAME[:TAG]")
     if host == DOCKER_HUB and "/" not in name:
         name = f"library/{name}"
-    if not name or name != name.lower() or not re.fullmatch(r"[a-z0-9._/-]+", name):
-        raise RegistryError(f"{text!r}: {name!r} is not a repository name (lowercase)")
+    if host != DOCKER_HUB and not is_host(host.lower()):
+        raise RegistryError(f"{text!r}: {host!r} is not a registry host")
+    if not is_repository(name):
+        raise RegistryError(
+            f"{text!r}: {name!r} is not a repository name (lowercase letters, digits, and "
+            ". _ __ - between them)"
+        )
     if tag and not _TAG.match(tag):
         raise RegistryError(f"{text!r}: {tag!r} is not a valid tag")
     return Reference(host, name, tag, digest)

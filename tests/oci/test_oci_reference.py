@@ -31,11 +31,25 @@ def test_a_reference_splits_into_host_repository_tag_and_digest(
 
 
 @pytest.mark.parametrize(
-    "text", ["", "a b", "r.io/a:", "r.io/a@sha256:short", ":tag", "r.io/", "R.io/Upper/Case"]
+    ("text", "message"),
+    [
+        ("", "'' is not an image reference"),
+        ("a b", "'a b' is not an image reference"),
+        ("r.io/a:", "'r.io/a:': empty tag"),
+        ("r.io/a@sha256:short", "'r.io/a@sha256:short': 'sha256:short' is not a sha256 digest"),
+        (":tag", "':tag': no repository name"),
+        ("r.io/", "'r.io/': no repository name"),
+        ("R.io/Upper/Case", "'R.io/Upper/Case': 'Upper/Case' is not a repository name"),
+        ("r.io/a..b:1", "'r.io/a..b:1': 'a..b' is not a repository name"),
+        ("r.io/-a", "'r.io/-a': '-a' is not a repository name"),
+        ("bad_host.io/a", "'bad_host.io/a': 'bad_host.io' is not a registry host"),
+        ("r.io:99999x/a", "'r.io:99999x/a': 'r.io:99999x' is not a registry host"),
+    ],
 )
-def test_a_malformed_reference_is_refused(text: str) -> None:
-    with pytest.raises(RegistryError):
+def test_a_malformed_reference_is_refused_naming_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(RegistryError) as caught:
         parse_reference(text)
+    assert caught.value.message.startswith(message)
 
 
 @pytest.mark.parametrize(
