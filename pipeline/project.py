@@ -36,16 +36,17 @@ def load_pyproject(path: Path, *, write_cache: bool = False) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     key = {"version": CACHE_VERSION, "size": len(raw), "crc32": zlib.crc32(raw)}
-    cached = _read_cache(cache_path(path), key)
+    cache = cache_path(path)
+    cached = _read_cache(cache, key)
     if cached is not None:
         return cached
-    data = parse_toml(raw, path)
+    data = _parse_toml(raw, path)
     if write_cache:
-        _write_cache(cache_path(path), key, data)
+        _write_cache(cache, key, data)
     return data
 
 
-def parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
+def _parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
     import tomllib
 
     try:
